@@ -1,0 +1,1 @@
+//! The quiesce simulation harness.

@@ -1,0 +1,362 @@
+//! Inbound debouncers (SPEC 2): one per channel, grouping a key's messages into batches.
+//!
+//! A debouncer never admits anything itself. Every operation that ends a buffer hands the batch
+//! to an `admit` callback, which returns whether the pipeline took it; the gateway routes
+//! refusals (SPEC 2.4). This keeps the debouncer a plain data structure that tests can drive
+//! with a closure.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::event::FlushCause;
+use crate::message::{Batch, ChannelId, Key, Message};
+
+/// How much later than its first window a buffer may flush at the latest.
+pub const MAX_WAIT_FACTOR: u64 = 5;
+
+/// The longest deadline a registry-wide flush accepts, from now.
+pub const FLUSH_ALL_DEADLINE_MAX_MS: u64 = 30_000;
+
+/// What `offer` did with a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offered {
+    /// It waits in its key's buffer, which flushes at `due_ms` unless more arrives.
+    Buffered {
+        /// When the buffer flushes.
+        due_ms: u64,
+    },
+    /// It was not debounced: it went to `admit` alone, after its key's buffer if any.
+    Admitted,
+}
+
+/// The result of a `flush_all`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// False when the deadline came before every buffer was flushed.
+    pub drained: bool,
+    /// Batches the pipeline took.
+    pub flushed: usize,
+    /// Buffers left because the deadline came first.
+    pub remaining: usize,
+}
+
+/// One key's buffer.
+#[derive(Debug)]
+struct Buffer {
+    /// Creation order within the debouncer; `flush_all` goes oldest first.
+    seq: u64,
+    messages: Vec<Message>,
+    /// The latest flush: `created + 5 x w_first`.
+    max_due_ms: u64,
+    due_ms: u64,
+}
+
+/// The debouncer of one channel.
+#[derive(Debug)]
+pub struct Debouncer {
+    channel: ChannelId,
+    window_ms: u64,
+    keys_max: usize,
+    buffers: HashMap<Key, Buffer>,
+    /// Keys by buffer creation, for oldest-first flushes without iterating the hash map.
+    by_seq: BTreeMap<u64, Key>,
+    /// Armed timers: (due, seq).
+    timers: BTreeSet<(u64, u64)>,
+    next_seq: u64,
+}
+
+impl Debouncer {
+    /// A debouncer for `channel` with default window `window_ms` (0: off) tracking at most
+    /// `keys_max` keys.
+    pub fn new(channel: ChannelId, window_ms: u64, keys_max: usize) -> Self {
+        Self {
+            channel,
+            window_ms,
+            keys_max,
+            buffers: HashMap::new(),
+            by_seq: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// The channel this debouncer serves.
+    pub fn channel(&self) -> &ChannelId {
+        &self.channel
+    }
+
+    /// How many keys hold a buffer.
+    pub fn buffered_keys(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// The buffers' messages, oldest buffer first.
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.by_seq.values().flat_map(|key| self.buffers[key].messages.iter())
+    }
+
+    /// When the next buffer is due, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.first().map(|&(due_ms, _)| due_ms)
+    }
+
+    /// Takes a message at `now_ms` (SPEC 2.2). A message that is not debounced goes to `admit`
+    /// at once, after its key's buffer.
+    pub fn offer(
+        &mut self,
+        now_ms: u64,
+        message: Message,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> Offered {
+        let window_ms = self.window_of(&message);
+        let key = match &message.key {
+            Some(key) if window_ms > 0 && message.debounce => key.clone(),
+            _ => return self.admit_alone(message, admit),
+        };
+
+        if self.buffers.contains_key(&key) {
+            return self.append(now_ms, &key, message, window_ms);
+        }
+        if self.buffers.len() >= self.keys_max {
+            admit(Batch::single(message), FlushCause::Unbuffered);
+            return Offered::Admitted;
+        }
+        self.create(now_ms, key, message, window_ms)
+    }
+
+    /// Flushes every buffer due at `now_ms`, earliest first; returns how many the pipeline took.
+    pub fn flush_due(
+        &mut self,
+        now_ms: u64,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> usize {
+        let mut flushed = 0;
+        while let Some(taken) = self.flush_first_due(now_ms, admit) {
+            flushed += usize::from(taken);
+        }
+        flushed
+    }
+
+    /// Flushes the earliest buffer if it is due at `now_ms`: `None` when none is due, else
+    /// whether the pipeline took the batch.
+    pub fn flush_first_due(
+        &mut self,
+        now_ms: u64,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> Option<bool> {
+        let &(due_ms, seq) = self.timers.first().filter(|&&(due_ms, _)| due_ms <= now_ms)?;
+        let key = self.by_seq[&seq].clone();
+        let max_wait = self.buffers[&key].max_due_ms == due_ms;
+        let cause = if max_wait { FlushCause::MaxWait } else { FlushCause::Timer };
+        Some(self.flush_key_as(&key, cause, admit))
+    }
+
+    /// Flushes one key's buffer; false if it had none or the pipeline refused the batch.
+    pub fn flush_key(&mut self, key: &Key, admit: &mut impl FnMut(Batch, FlushCause) -> bool) -> bool {
+        self.flush_key_as(key, FlushCause::FlushKey, admit)
+    }
+
+    /// Drops a key's buffer without admitting it; its batch goes to `cancelled` (SPEC 2.4).
+    /// Returns whether anything was cancelled.
+    pub fn cancel_key(&mut self, key: &Key, cancelled: &mut impl FnMut(Batch)) -> bool {
+        match self.remove(key) {
+            Some(batch) => {
+                cancelled(batch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Flushes every buffer, oldest first, until `deadline_ms` (SPEC 2.4).
+    ///
+    /// Admission never waits, so a flush takes no virtual time: the deadline only matters when
+    /// it has already passed at `now_ms`, and then nothing is flushed.
+    pub fn flush_all(
+        &mut self,
+        now_ms: u64,
+        deadline_ms: u64,
+        cause: FlushCause,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> FlushReport {
+        if now_ms >= deadline_ms && !self.buffers.is_empty() {
+            return FlushReport { drained: false, flushed: 0, remaining: self.buffers.len() };
+        }
+        let mut flushed = 0;
+        while let Some((_, key)) = self.by_seq.first_key_value() {
+            let key = key.clone();
+            flushed += usize::from(self.flush_key_as(&key, cause, admit));
+        }
+        FlushReport { drained: true, flushed, remaining: 0 }
+    }
+
+    /// Takes every buffer out without admitting it, oldest first: what a flush could not reach
+    /// goes to the handover this way.
+    pub fn take_buffers(&mut self) -> Vec<Batch> {
+        let keys: Vec<Key> = self.by_seq.values().cloned().collect();
+        keys.iter().filter_map(|key| self.remove(key)).collect()
+    }
+
+    fn window_of(&self, message: &Message) -> u64 {
+        match message.window_ms {
+            Some(window_ms) => u64::try_from(window_ms).unwrap_or(0),
+            None => self.window_ms,
+        }
+    }
+
+    fn admit_alone(
+        &mut self,
+        message: Message,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> Offered {
+        if let Some(key) = &message.key {
+            self.flush_key_as(&key.clone(), FlushCause::Immediate, admit);
+        }
+        admit(Batch::single(message), FlushCause::Unbuffered);
+        Offered::Admitted
+    }
+
+    fn create(&mut self, now_ms: u64, key: Key, message: Message, window_ms: u64) -> Offered {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let due_ms = now_ms + window_ms;
+        let max_due_ms = now_ms + MAX_WAIT_FACTOR * window_ms;
+
+        self.by_seq.insert(seq, key.clone());
+        self.timers.insert((due_ms, seq));
+        self.buffers.insert(key, Buffer { seq, messages: vec![message], max_due_ms, due_ms });
+        Offered::Buffered { due_ms }
+    }
+
+    fn append(&mut self, now_ms: u64, key: &Key, message: Message, window_ms: u64) -> Offered {
+        let Some(buffer) = self.buffers.get_mut(key) else {
+            unreachable!("append is called for a buffered key");
+        };
+        let due_ms = (now_ms + window_ms).min(buffer.max_due_ms);
+
+        self.timers.remove(&(buffer.due_ms, buffer.seq));
+        self.timers.insert((due_ms, buffer.seq));
+        buffer.due_ms = due_ms;
+        buffer.messages.push(message);
+        Offered::Buffered { due_ms }
+    }
+
+    fn flush_key_as(
+        &mut self,
+        key: &Key,
+        cause: FlushCause,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> bool {
+        match self.remove(key) {
+            Some(batch) => admit(batch, cause),
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Batch> {
+        let buffer = self.buffers.remove(key)?;
+        self.by_seq.remove(&buffer.seq);
+        self.timers.remove(&(buffer.due_ms, buffer.seq));
+        Some(Batch { messages: buffer.messages })
+    }
+}
+
+/// Every debouncer of one generation, in registration order (SPEC 2.5).
+///
+/// A registry is an object owned by its generation, never a process global: the next
+/// generation starts with a registry of its own, so nothing of an ended generation is reached by
+/// accident.
+#[derive(Debug, Default)]
+pub struct Registry {
+    debouncers: Vec<Debouncer>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a debouncer after the existing ones.
+    pub fn register(&mut self, debouncer: Debouncer) {
+        assert!(self.get(debouncer.channel()).is_none(), "one debouncer per channel");
+        self.debouncers.push(debouncer);
+    }
+
+    /// The debouncer of a channel, if registered.
+    pub fn get(&self, channel: &ChannelId) -> Option<&Debouncer> {
+        self.debouncers.iter().find(|d| d.channel() == channel)
+    }
+
+    /// The debouncer of a channel, if registered, for changes.
+    pub fn get_mut(&mut self, channel: &ChannelId) -> Option<&mut Debouncer> {
+        self.debouncers.iter_mut().find(|d| d.channel() == channel)
+    }
+
+    /// The registered debouncers, in registration order.
+    pub fn debouncers(&self) -> &[Debouncer] {
+        &self.debouncers
+    }
+
+    /// Flushes a channel's debouncer, then unregisters it: a channel teardown never loses a
+    /// buffered message. Returns how many batches the pipeline took.
+    pub fn unregister(
+        &mut self,
+        channel: &ChannelId,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> usize {
+        let Some(index) = self.debouncers.iter().position(|d| d.channel() == channel) else {
+            return 0;
+        };
+        let mut debouncer = self.debouncers.remove(index);
+        debouncer.flush_all(0, u64::MAX, FlushCause::Disconnect, admit).flushed
+    }
+
+    /// Flushes every debouncer in registration order under one deadline, clamped to
+    /// [`FLUSH_ALL_DEADLINE_MAX_MS`] from now, and sums the results. Debouncers stay
+    /// registered.
+    pub fn flush_all(
+        &mut self,
+        now_ms: u64,
+        deadline_ms: u64,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> FlushReport {
+        let deadline_ms = deadline_ms.min(now_ms + FLUSH_ALL_DEADLINE_MAX_MS);
+        let mut total = FlushReport { drained: true, flushed: 0, remaining: 0 };
+        for debouncer in &mut self.debouncers {
+            let report = debouncer.flush_all(now_ms, deadline_ms, FlushCause::FlushAll, admit);
+            total.drained &= report.drained;
+            total.flushed += report.flushed;
+            total.remaining += report.remaining;
+        }
+        total
+    }
+
+    /// When the next buffer of any debouncer is due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.debouncers.iter().filter_map(Debouncer::next_deadline).min()
+    }
+
+    /// Flushes every due buffer, earliest first across debouncers (ties in registration order),
+    /// so a late tick admits batches in the order their timers fell due.
+    pub fn flush_due(
+        &mut self,
+        now_ms: u64,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> usize {
+        let mut flushed = 0;
+        loop {
+            let earliest = self
+                .debouncers
+                .iter_mut()
+                .filter(|d| d.next_deadline().is_some_and(|due_ms| due_ms <= now_ms))
+                .min_by_key(|d| d.next_deadline());
+            let Some(debouncer) = earliest else { return flushed };
+            flushed += usize::from(debouncer.flush_first_due(now_ms, admit) == Some(true));
+        }
+    }
+
+    /// Takes every buffer of every debouncer out without admitting it.
+    pub fn take_buffers(&mut self) -> Vec<Batch> {
+        self.debouncers.iter_mut().flat_map(Debouncer::take_buffers).collect()
+    }
+}
