@@ -1,1 +1,6 @@
-//! The quiesce simulation harness.
+//! quiesce-sim: runs the production gateway core in seeded, randomized worlds on virtual time
+//! and proves the invariants of SPEC section 6 on every event.
+
+pub mod driver;
+pub mod oracle;
+pub mod scenario;
