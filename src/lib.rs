@@ -26,3 +26,9 @@ pub mod pipeline;
 pub mod shell;
 pub mod signal;
 pub mod store;
+
+pub use clock::Clock;
+pub use config::Config;
+pub use gateway::{Gateway, Hooks, Reply};
+pub use message::{Batch, Message};
+pub use signal::{Signal, SignalKind, SignalSource};
