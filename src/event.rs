@@ -253,6 +253,13 @@ pub enum Event {
         /// The batch's messages.
         messages: Vec<Identity>,
     },
+    /// Admission failed for a reason other than draining; the error callback is told once.
+    AdmissionFailed {
+        /// The batch's messages; each ends `failed`.
+        messages: Vec<Identity>,
+        /// The admission error.
+        error: String,
+    },
     /// The error callback failed; logged, nothing else changes.
     CallbackFailed {
         /// The batch's messages.
@@ -354,6 +361,8 @@ pub enum Event {
     HandedOver {
         /// Messages of pending work, session by session, each in queue order.
         pending: Vec<Identity>,
+        /// Queues whose pending summary of dropped messages was handed over.
+        summaries: usize,
         /// Messages in the intake, in acceptance order.
         intake: Vec<Identity>,
     },

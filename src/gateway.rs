@@ -536,7 +536,8 @@ impl Gateway {
         let intake_ids: Vec<Identity> = self.intake.iter().map(Message::identity).collect();
         let counts =
             PhaseCounts { pending: pending_ids.len(), intake: intake_ids.len(), ..PhaseCounts::default() };
-        self.out.event(Event::HandedOver { pending: pending_ids, intake: intake_ids });
+        let summaries = handover.pending.iter().filter(|p| p.summary.is_some()).count();
+        self.out.event(Event::HandedOver { pending: pending_ids, summaries, intake: intake_ids });
         self.complete_phase(Phase::HandOver, counts);
     }
 
@@ -730,6 +731,8 @@ impl Sink<'_> {
     /// Any other admission failure: the messages end `failed`, and the error callback hears of
     /// it once; its own failure is logged and changes nothing else.
     fn fail(&mut self, error: &str, batch: &Batch) {
+        let messages = batch.identities();
+        self.out.event(Event::AdmissionFailed { messages, error: error.to_owned() });
         for message in &batch.messages {
             let cause = Cause::Admission(error.to_owned());
             self.out.event(Event::Outcome { message: message.identity(), kind: OutcomeKind::Failed, cause });

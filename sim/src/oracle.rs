@@ -276,7 +276,12 @@ impl Oracle {
             }
             Event::Buffered { message, .. } => {
                 self.coverage_buffered();
-                self.shift(at, message, &[Held::Accepted, Held::In(Place::Intake)], Held::In(Place::Buffer))
+                self.shift(
+                    at,
+                    message,
+                    &[Held::Accepted, Held::In(Place::Intake)],
+                    Held::In(Place::Buffer),
+                )
             }
             Event::Intake { message } => {
                 self.coverage.hit(TRAFFIC_DURING_RESTART);
@@ -285,7 +290,9 @@ impl Oracle {
             Event::Flushed { messages, cause, .. } => self.flushed(at, messages, *cause),
             Event::Admitted { messages, into, .. } => self.admitted(at, messages, *into),
             Event::Deferred { messages } => self.deferred(at, messages),
-            Event::CallbackFailed { .. } | Event::ChannelClosed { .. } => Ok(()),
+            Event::AdmissionFailed { .. }
+            | Event::CallbackFailed { .. }
+            | Event::ChannelClosed { .. } => Ok(()),
             Event::RunStarted { run, messages, attempt, session, .. } => {
                 self.run_started(stamped, *run, messages, *attempt, session)
             }
@@ -293,20 +300,26 @@ impl Oracle {
             Event::Requeued { run, session, messages, retry_at_ms } => {
                 self.requeued(at, *run, session, messages, *retry_at_ms)
             }
-            Event::Outcome { message, kind, cause } => self.outcome(view, at, message, *kind, cause),
+            Event::Outcome { message, kind, cause } => {
+                self.outcome(view, at, message, *kind, cause)
+            }
             Event::Signal { kind, origin } => {
                 self.signal_seen(at, *kind, *origin);
                 Ok(())
             }
             Event::SignalIgnored { .. } | Event::SignalDeferred { .. } => Ok(()),
             Event::BecameStop { deadline_ms } => self.became_stop(at, *deadline_ms),
-            Event::RestartBegan { kind, deadline_ms } => self.restart_began(view, at, *kind, *deadline_ms),
+            Event::RestartBegan { kind, deadline_ms } => {
+                self.restart_began(view, at, *kind, *deadline_ms)
+            }
             Event::Phase { phase, counts } => self.phase(stamped, *phase, counts),
             Event::DrainWarning { remaining } => self.warning(at, *remaining),
             Event::HandedOver { pending, summaries, intake } => {
                 self.handed_over(at, pending, *summaries, intake)
             }
-            Event::GenerationStarted { pending, intake } => self.generation_started(at, pending, intake),
+            Event::GenerationStarted { pending, intake } => {
+                self.generation_started(at, pending, intake)
+            }
             Event::StateSaved { messages } => self.state_saved(at, messages),
             Event::StateRestored { messages } => self.state_restored(at, messages),
             Event::Exit { code } => self.exited(at, *code),
@@ -314,7 +327,8 @@ impl Oracle {
     }
 
     fn accepted(&mut self, at: u64, message: &Identity, key: Option<&Key>) -> Check {
-        if let Some(old) = self.ledger.get(message).filter(|old| !matches!(old.held, Held::Done(_))) {
+        if let Some(old) = self.ledger.get(message).filter(|old| !matches!(old.held, Held::Done(_)))
+        {
             let reason = format!("{message} accepted again while still held ({:?})", old.held);
             return Err(Violation::new(Invariant::S1, at, reason));
         }
@@ -323,7 +337,8 @@ impl Oracle {
         if let Some(key) = key {
             self.keys.entry(key.clone()).or_default().accepted.push(message.clone());
         }
-        self.ledger.insert(message.clone(), Ledger { held: Held::Accepted, key: key.cloned(), index });
+        self.ledger
+            .insert(message.clone(), Ledger { held: Held::Accepted, key: key.cloned(), index });
         Ok(())
     }
 
@@ -394,12 +409,18 @@ impl Oracle {
     ) -> Check {
         let at = stamped.at_ms;
         if self.draining.contains(&(stamped.boot, stamped.generation)) {
-            let reason = format!("run {run} started in generation {} after it marked draining", stamped.generation);
+            let reason = format!(
+                "run {run} started in generation {} after it marked draining",
+                stamped.generation
+            );
             return Err(Violation::new(Invariant::S4, at, reason));
         }
-        let back_off = self.retry_at.get(session).copied().filter(|&retry_at| attempt > 1 && at < retry_at);
+        let back_off =
+            self.retry_at.get(session).copied().filter(|&retry_at| attempt > 1 && at < retry_at);
         if let Some(retry_at) = back_off {
-            let reason = format!("run {run} of {session} retried at {at} ms, before its back-off ended at {retry_at} ms");
+            let reason = format!(
+                "run {run} of {session} retried at {at} ms, before its back-off ended at {retry_at} ms"
+            );
             return Err(Violation::new(Invariant::L3, at, reason));
         }
         self.check_run_order(at, run, messages)?;
@@ -417,7 +438,8 @@ impl Oracle {
             let Some(ledger) = self.ledger.get(message) else { continue };
             let Some(key) = &ledger.key else { continue };
             if last.get(key).is_some_and(|&prev| prev > ledger.index) {
-                let reason = format!("run {run} holds {message} of key {key} before an older message");
+                let reason =
+                    format!("run {run} holds {message} of key {key} before an older message");
                 return Err(Violation::new(Invariant::S2, at, reason));
             }
             last.insert(key, ledger.index);
@@ -444,7 +466,14 @@ impl Oracle {
         Ok(())
     }
 
-    fn outcome(&mut self, view: &View<'_>, at: u64, message: &Identity, kind: OutcomeKind, cause: &Cause) -> Check {
+    fn outcome(
+        &mut self,
+        view: &View<'_>,
+        at: u64,
+        message: &Identity,
+        kind: OutcomeKind,
+        cause: &Cause,
+    ) -> Check {
         self.check_cause(view, at, message, kind, cause)?;
         let from: &[Held] = match (kind, cause) {
             (OutcomeKind::Delivered, Cause::Run(run)) => &[Held::In(Place::Run(*run))],
@@ -497,7 +526,14 @@ impl Oracle {
     }
 
     /// S1: every outcome but `delivered` has its cause in the scenario.
-    fn check_cause(&mut self, view: &View<'_>, at: u64, message: &Identity, kind: OutcomeKind, cause: &Cause) -> Check {
+    fn check_cause(
+        &mut self,
+        view: &View<'_>,
+        at: u64,
+        message: &Identity,
+        kind: OutcomeKind,
+        cause: &Cause,
+    ) -> Check {
         let explained = match (kind, cause) {
             (OutcomeKind::Delivered, Cause::Run(_)) => true,
             (OutcomeKind::Failed, Cause::Admission(reason)) => {
@@ -526,7 +562,10 @@ impl Oracle {
         if explained {
             return Ok(());
         }
-        let reason = format!("{message} ended {} with cause {cause:?}, which the scenario does not explain", kind.name());
+        let reason = format!(
+            "{message} ended {} with cause {cause:?}, which the scenario does not explain",
+            kind.name()
+        );
         Err(Violation::new(Invariant::S1, at, reason))
     }
 
@@ -555,7 +594,11 @@ impl Oracle {
         self.signal = None;
         let active = self.restart.as_ref().map(|r| r.kind);
         let expected = match (active, kind, event) {
-            (_, SignalKind::Reload, Event::SignalIgnored { reason: IgnoreReason::ExternalReloadRefused, .. }) => true,
+            (
+                _,
+                SignalKind::Reload,
+                Event::SignalIgnored { reason: IgnoreReason::ExternalReloadRefused, .. },
+            ) => true,
             (None, _, Event::RestartBegan { kind: began, .. }) => *began == kind,
             (Some(SignalKind::Reload), SignalKind::Reload, Event::SignalDeferred { .. }) => {
                 self.coverage.hit(RELOAD_DEFERRED);
@@ -575,10 +618,17 @@ impl Oracle {
     fn became_stop(&mut self, at: u64, deadline_ms: u64) -> Check {
         self.coverage.hit(STOP_DURING_RELOAD);
         let Some(restart) = &mut self.restart else {
-            return Err(Violation::new(Invariant::S5, at, "a reload became a stop outside a restart"));
+            return Err(Violation::new(
+                Invariant::S5,
+                at,
+                "a reload became a stop outside a restart",
+            ));
         };
         if restart.kind != SignalKind::Reload || deadline_ms > restart.deadline_ms {
-            let reason = format!("a {:?} became a stop with a later deadline {deadline_ms} ms", restart.kind);
+            let reason = format!(
+                "a {:?} became a stop with a later deadline {deadline_ms} ms",
+                restart.kind
+            );
             return Err(Violation::new(Invariant::S5, at, reason));
         }
         restart.kind = SignalKind::Shutdown;
@@ -586,12 +636,24 @@ impl Oracle {
         Ok(())
     }
 
-    fn restart_began(&mut self, view: &View<'_>, at: u64, kind: SignalKind, deadline_ms: u64) -> Check {
+    fn restart_began(
+        &mut self,
+        view: &View<'_>,
+        at: u64,
+        kind: SignalKind,
+        deadline_ms: u64,
+    ) -> Check {
         if self.restart.is_some() {
-            return Err(Violation::new(Invariant::S5, at, "a restart began while another was in progress"));
+            return Err(Violation::new(
+                Invariant::S5,
+                at,
+                "a restart began while another was in progress",
+            ));
         }
-        let close_budget_ms = view.gateway.map_or(view.config.close_budget_ms, |g| g.config().close_budget_ms);
-        self.restart = Some(RestartSeen { kind, deadline_ms, close_budget_ms, next_phase: 0, warning: None });
+        let close_budget_ms =
+            view.gateway.map_or(view.config.close_budget_ms, |g| g.config().close_budget_ms);
+        self.restart =
+            Some(RestartSeen { kind, deadline_ms, close_budget_ms, next_phase: 0, warning: None });
         Ok(())
     }
 
@@ -599,11 +661,19 @@ impl Oracle {
     fn phase(&mut self, stamped: &Stamped, phase: Phase, counts: &PhaseCounts) -> Check {
         let at = stamped.at_ms;
         let Some(restart) = &mut self.restart else {
-            return Err(Violation::new(Invariant::S3, at, format!("phase {} outside a restart", phase.name())));
+            return Err(Violation::new(
+                Invariant::S3,
+                at,
+                format!("phase {} outside a restart", phase.name()),
+            ));
         };
         let expected = Phase::ALL.get(restart.next_phase).copied();
         if expected != Some(phase) {
-            let reason = format!("phase {} came where {:?} was due", phase.name(), expected.map(Phase::name));
+            let reason = format!(
+                "phase {} came where {:?} was due",
+                phase.name(),
+                expected.map(Phase::name)
+            );
             return Err(Violation::new(Invariant::S3, at, reason));
         }
         restart.next_phase += 1;
@@ -635,7 +705,13 @@ impl Oracle {
     }
 
     /// S6: what the warning counted is now handed over or still running.
-    fn handed_over(&mut self, at: u64, pending: &[Identity], summaries: usize, intake: &[Identity]) -> Check {
+    fn handed_over(
+        &mut self,
+        at: u64,
+        pending: &[Identity],
+        summaries: usize,
+        intake: &[Identity],
+    ) -> Check {
         if !pending.is_empty() || !intake.is_empty() {
             self.coverage.hit(HANDOVER_NON_EMPTY);
         }
@@ -657,7 +733,10 @@ impl Oracle {
         let Some(warned) = self.restart.as_ref().and_then(|r| r.warning) else { return Ok(()) };
         let counted = pending.len() + summaries + running;
         if warned != counted {
-            let reason = format!("the warning said remaining={warned}; handed over {} messages, {summaries} summaries, {running} runs", pending.len());
+            let reason = format!(
+                "the warning said remaining={warned}; handed over {} messages, {summaries} summaries, {running} runs",
+                pending.len()
+            );
             return Err(Violation::new(Invariant::S6, at, reason));
         }
         Ok(())
@@ -684,7 +763,12 @@ impl Oracle {
             self.shift(at, message, &from, Held::In(Place::Queue))?;
         }
         for message in intake {
-            self.shift(at, message, &[Held::In(Place::Intake), Held::StateFile], Held::In(Place::Intake))?;
+            self.shift(
+                at,
+                message,
+                &[Held::In(Place::Intake), Held::StateFile],
+                Held::In(Place::Intake),
+            )?;
         }
         Ok(())
     }
@@ -739,13 +823,21 @@ impl Oracle {
     /// restart overran.
     fn exited(&mut self, at: u64, code: i32) -> Check {
         if code != 0 {
-            let reason = format!("the watchdog exited with code {code}: a restart overran its limit");
+            let reason =
+                format!("the watchdog exited with code {code}: a restart overran its limit");
             return Err(Violation::new(Invariant::L1, at, reason));
         }
         self.end_restart(at, SignalKind::Shutdown)?;
         self.retry_at.clear();
-        if let Some((message, ledger)) = self.ledger.iter().find(|(_, l)| matches!(l.held, Held::In(_) | Held::Accepted | Held::Flushing)) {
-            let reason = format!("{message} was {:?} when the process exited, not in the state file", ledger.held);
+        if let Some((message, ledger)) = self
+            .ledger
+            .iter()
+            .find(|(_, l)| matches!(l.held, Held::In(_) | Held::Accepted | Held::Flushing))
+        {
+            let reason = format!(
+                "{message} was {:?} when the process exited, not in the state file",
+                ledger.held
+            );
             return Err(Violation::new(Invariant::S1, at, reason));
         }
         Ok(())
@@ -805,7 +897,8 @@ impl Oracle {
                 return Err(Violation::new(Invariant::S1, at, reason));
             }
             if held.get(message) != Some(place) {
-                let reason = format!("{message} is in {place:?}; the events say {:?}", held.get(message));
+                let reason =
+                    format!("{message} is in {place:?}; the events say {:?}", held.get(message));
                 return Err(Violation::new(Invariant::S1, at, reason));
             }
         }
@@ -819,7 +912,12 @@ impl Oracle {
 
 /// Failure of admission is explained by a scripted fault with that reason, naming the
 /// message or the time.
-fn fault_explains(scenario: &crate::scenario::Scenario, at: u64, message: &Identity, reason: &str) -> bool {
+fn fault_explains(
+    scenario: &crate::scenario::Scenario,
+    at: u64,
+    message: &Identity,
+    reason: &str,
+) -> bool {
     scenario.faults.iter().any(|f| {
         let names = f.message.as_ref().is_some_and(|id| *id == message.id);
         let timed = f.at_ms == Some(at);
@@ -852,7 +950,11 @@ impl Observer for Oracle {
             self.ledger.iter().filter(|(_, l)| !matches!(l.held, Held::Done(_))).collect();
         pending.sort_by_key(|(_, l)| l.index);
         if let Some((message, ledger)) = pending.first() {
-            let reason = format!("{message} has no outcome after the quiet period; it is {:?} ({} such)", ledger.held, pending.len());
+            let reason = format!(
+                "{message} has no outcome after the quiet period; it is {:?} ({} such)",
+                ledger.held,
+                pending.len()
+            );
             return Err(Violation::new(Invariant::L2, at, reason));
         }
         Ok(())
