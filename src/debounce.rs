@@ -151,7 +151,11 @@ impl Debouncer {
     }
 
     /// Flushes one key's buffer; false if it had none or the pipeline refused the batch.
-    pub fn flush_key(&mut self, key: &Key, admit: &mut impl FnMut(Batch, FlushCause) -> bool) -> bool {
+    pub fn flush_key(
+        &mut self,
+        key: &Key,
+        admit: &mut impl FnMut(Batch, FlushCause) -> bool,
+    ) -> bool {
         self.flush_key_as(key, FlushCause::FlushKey, admit)
     }
 
@@ -358,5 +362,85 @@ impl Registry {
     /// Takes every buffer of every debouncer out without admitting it.
     pub fn take_buffers(&mut self) -> Vec<Batch> {
         self.debouncers.iter_mut().flat_map(Debouncer::take_buffers).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(key: &str, id: &str) -> Message {
+        Message {
+            channel: "tg".into(),
+            id: id.into(),
+            key: Some(key.into()),
+            session: key.into(),
+            destination: key.into(),
+            text: id.into(),
+            debounce: true,
+            window_ms: None,
+        }
+    }
+
+    /// Admits every batch, writing it down as `[ids] cause`.
+    fn recorder(admitted: &mut Vec<String>) -> impl FnMut(Batch, FlushCause) -> bool + '_ {
+        |batch, cause| {
+            let ids: Vec<String> = batch.identities().iter().map(|i| i.id.to_string()).collect();
+            admitted.push(format!("[{}] {cause:?}", ids.join(" ")));
+            true
+        }
+    }
+
+    #[test]
+    fn steady_input_flushes_at_five_windows() {
+        let mut debouncer = Debouncer::new("tg".into(), 10, 2_048);
+        let mut admitted = Vec::new();
+        let mut admit = recorder(&mut admitted);
+        let mut offered = Vec::new();
+        for now_ms in (0..=60).step_by(5) {
+            debouncer.flush_due(now_ms, &mut admit);
+            offered.push(debouncer.offer(now_ms, message("a", &now_ms.to_string()), &mut admit));
+        }
+        drop(admit);
+
+        assert_eq!(offered[9], Offered::Buffered { due_ms: 50 }, "t=45 is held to 5 x 10 ms");
+        assert_eq!(admitted, ["[0 5 10 15 20 25 30 35 40 45] MaxWait"]);
+        assert_eq!(offered[10], Offered::Buffered { due_ms: 60 }, "t=50 starts a new buffer");
+        assert_eq!(debouncer.next_deadline(), Some(70));
+    }
+
+    #[test]
+    fn keys_beyond_cap_are_admitted_at_once() {
+        let mut debouncer = Debouncer::new("tg".into(), 10, 2);
+        let mut admitted = Vec::new();
+        let mut admit = recorder(&mut admitted);
+        assert_eq!(
+            debouncer.offer(0, message("a", "1"), &mut admit),
+            Offered::Buffered { due_ms: 10 }
+        );
+        assert_eq!(
+            debouncer.offer(0, message("b", "2"), &mut admit),
+            Offered::Buffered { due_ms: 10 }
+        );
+        assert_eq!(debouncer.offer(0, message("c", "3"), &mut admit), Offered::Admitted);
+        assert_eq!(
+            debouncer.offer(1, message("a", "4"), &mut admit),
+            Offered::Buffered { due_ms: 11 }
+        );
+        drop(admit);
+
+        assert_eq!(admitted, ["[3] Unbuffered"]);
+        let buffered: Vec<&str> = debouncer.messages().map(|m| m.id.as_str()).collect();
+        assert_eq!(buffered, ["1", "4", "2"], "no buffered key was evicted");
+    }
+
+    #[test]
+    fn negative_item_window_counts_as_zero() {
+        let mut debouncer = Debouncer::new("tg".into(), 50, 2_048);
+        let mut admitted = Vec::new();
+        let item = Message { window_ms: Some(-5), ..message("a", "1") };
+        assert_eq!(debouncer.offer(0, item, &mut recorder(&mut admitted)), Offered::Admitted);
+        assert_eq!(admitted, ["[1] Unbuffered"]);
+        assert_eq!(debouncer.buffered_keys(), 0);
     }
 }

@@ -148,8 +148,14 @@ pub enum Phase {
 
 impl Phase {
     /// The phases of SPEC 4.2, in order.
-    pub const ALL: [Phase; 6] =
-        [Phase::Hold, Phase::Flush, Phase::Wait, Phase::MarkDraining, Phase::HandOver, Phase::Close];
+    pub const ALL: [Phase; 6] = [
+        Phase::Hold,
+        Phase::Flush,
+        Phase::Wait,
+        Phase::MarkDraining,
+        Phase::HandOver,
+        Phase::Close,
+    ];
 
     /// The name used in logs and the event log.
     pub fn name(self) -> &'static str {

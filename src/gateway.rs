@@ -162,7 +162,11 @@ impl Gateway {
         let handover = restored.unwrap_or_default();
         if !handover.is_empty() {
             let messages = handover.messages().map(Message::identity).collect();
-            tracing::info!(boot = self.boot, messages = handover.messages().count(), "state restored");
+            tracing::info!(
+                boot = self.boot,
+                messages = handover.messages().count(),
+                "state restored"
+            );
             self.out.event(Event::StateRestored { messages });
         }
         self.dedupe.import(now_ms, &handover.dedupe);
@@ -231,7 +235,11 @@ impl Gateway {
         debouncer.cancel_key(key, &mut |batch| cancelled = Some(batch));
         let Some(batch) = cancelled else { return false };
         for message in &batch.messages {
-            let event = Event::Outcome { message: message.identity(), kind: OutcomeKind::Cancelled, cause: Cause::Cancel };
+            let event = Event::Outcome {
+                message: message.identity(),
+                kind: OutcomeKind::Cancelled,
+                cause: Cause::Cancel,
+            };
             self.out.event(event);
         }
         self.hooks.on_cancel(&batch);
@@ -308,7 +316,8 @@ impl Gateway {
     /// compares this with what the events say.
     pub fn places(&self) -> Vec<(Identity, Place)> {
         let buffers = self.registry.debouncers().iter().flat_map(|d| d.messages());
-        let mut places: Vec<(Identity, Place)> = buffers.map(|m| (m.identity(), Place::Buffer)).collect();
+        let mut places: Vec<(Identity, Place)> =
+            buffers.map(|m| (m.identity(), Place::Buffer)).collect();
         places.extend(self.pipeline.queued().map(|m| (m.identity(), Place::Queue)));
         for run in self.pipeline.runs() {
             places.extend(run.messages().map(|m| (m.identity(), Place::Run(run.id))));
@@ -359,9 +368,15 @@ impl Gateway {
         let channel = message.channel.clone();
         if self.registry.get(&channel).is_none() {
             let window_ms = self.config.window_ms(&channel);
-            self.registry.register(Debouncer::new(channel.clone(), window_ms, self.config.inbound.keys_max));
+            self.registry.register(Debouncer::new(
+                channel.clone(),
+                window_ms,
+                self.config.inbound.keys_max,
+            ));
         }
-        if let (Offered::Buffered { due_ms }, Some(key)) = (self.admitter().offer(&channel, message), key) {
+        if let (Offered::Buffered { due_ms }, Some(key)) =
+            (self.admitter().offer(&channel, message), key)
+        {
             self.out.event(Event::Buffered { message: identity, key, due_ms });
         }
     }
@@ -384,7 +399,9 @@ impl Gateway {
                 self.out.event(Event::SignalDeferred { kind: signal.kind });
             }
             (SignalKind::Reload, SignalKind::Shutdown) => self.become_stop(now_ms),
-            (SignalKind::Shutdown, SignalKind::Reload) => self.ignore(signal.kind, IgnoreReason::Stopping),
+            (SignalKind::Shutdown, SignalKind::Reload) => {
+                self.ignore(signal.kind, IgnoreReason::Stopping)
+            }
             (SignalKind::Shutdown, SignalKind::Shutdown) => {
                 self.ignore(signal.kind, IgnoreReason::AlreadyStopping);
             }
@@ -534,8 +551,11 @@ impl Gateway {
 
         let pending_ids: Vec<Identity> = handover.messages().map(Message::identity).collect();
         let intake_ids: Vec<Identity> = self.intake.iter().map(Message::identity).collect();
-        let counts =
-            PhaseCounts { pending: pending_ids.len(), intake: intake_ids.len(), ..PhaseCounts::default() };
+        let counts = PhaseCounts {
+            pending: pending_ids.len(),
+            intake: intake_ids.len(),
+            ..PhaseCounts::default()
+        };
         let summaries = handover.pending.iter().filter(|p| p.summary.is_some()).count();
         self.out.event(Event::HandedOver { pending: pending_ids, summaries, intake: intake_ids });
         self.complete_phase(Phase::HandOver, counts);
@@ -572,7 +592,8 @@ impl Gateway {
         let intake = std::mem::take(&mut self.intake);
         handover.intake.extend(intake);
 
-        let pending_ids = handover.pending.iter().flat_map(|p| p.work.iter()).flat_map(|w| w.batch.identities());
+        let pending_ids =
+            handover.pending.iter().flat_map(|p| p.work.iter()).flat_map(|w| w.batch.identities());
         let event = Event::GenerationStarted {
             pending: pending_ids.collect(),
             intake: handover.intake.iter().map(Message::identity).collect(),
@@ -735,7 +756,11 @@ impl Sink<'_> {
         self.out.event(Event::AdmissionFailed { messages, error: error.to_owned() });
         for message in &batch.messages {
             let cause = Cause::Admission(error.to_owned());
-            self.out.event(Event::Outcome { message: message.identity(), kind: OutcomeKind::Failed, cause });
+            self.out.event(Event::Outcome {
+                message: message.identity(),
+                kind: OutcomeKind::Failed,
+                cause,
+            });
         }
         if let Err(callback_error) = self.hooks.on_error(error, batch) {
             tracing::error!(error = %callback_error, messages = batch.len(), "error callback failed");
@@ -750,7 +775,9 @@ fn add_work(pending: &mut Vec<SessionWork>, work: Work) {
     let session = work.batch.session().clone();
     match pending.iter_mut().find(|p| p.session == session) {
         Some(existing) => existing.work.push(work),
-        None => pending.push(SessionWork { session, work: vec![work], summary: None, retry_in_ms: 0 }),
+        None => {
+            pending.push(SessionWork { session, work: vec![work], summary: None, retry_in_ms: 0 })
+        }
     }
 }
 

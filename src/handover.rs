@@ -83,7 +83,11 @@ impl std::error::Error for DecodeError {}
 
 /// Encodes a handover as a state file's bytes (JSON).
 pub fn encode(handover: &Handover) -> Vec<u8> {
-    let file = StateFile { format: STATE_FORMAT.to_owned(), version: STATE_VERSION, handover: handover.clone() };
+    let file = StateFile {
+        format: STATE_FORMAT.to_owned(),
+        version: STATE_VERSION,
+        handover: handover.clone(),
+    };
     serde_json::to_vec_pretty(&file).expect("a handover always serializes")
 }
 
@@ -98,7 +102,8 @@ pub fn decode(bytes: &[u8]) -> Result<Handover, DecodeError> {
     if version != u64::from(STATE_VERSION) {
         return Err(DecodeError::UnknownVersion(u32::try_from(version).unwrap_or(u32::MAX)));
     }
-    let file: StateFile = serde_json::from_value(value).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    let file: StateFile =
+        serde_json::from_value(value).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     Ok(file.handover)
 }
 
@@ -125,7 +130,11 @@ mod tests {
         let handover = Handover {
             pending: vec![SessionWork {
                 session: "s".into(),
-                work: vec![Work { batch: Batch::single(message("1")), attempts: 2, interrupted: true }],
+                work: vec![Work {
+                    batch: Batch::single(message("1")),
+                    attempts: 2,
+                    interrupted: true,
+                }],
                 summary: Some(Summary { dropped: 1, lines: vec!["x".to_owned()] }),
                 retry_in_ms: 40,
             }],

@@ -100,7 +100,9 @@ impl Run {
         }
         if self.collected {
             parts.push("Messages that arrived while the agent was busy:".to_owned());
-            parts.extend(self.messages().enumerate().map(|(n, m)| format!("#{}\n{}", n + 1, m.text)));
+            parts.extend(
+                self.messages().enumerate().map(|(n, m)| format!("#{}\n{}", n + 1, m.text)),
+            );
         } else {
             parts.extend(self.messages().map(|m| m.text.to_string()));
         }
@@ -295,13 +297,18 @@ impl Pipeline {
             return Err(work);
         }
         let session_id = work.batch.session().clone();
-        let session = self.sessions.entry(session_id.clone()).or_insert_with(|| Session::new(settings));
+        let session =
+            self.sessions.entry(session_id.clone()).or_insert_with(|| Session::new(settings));
         session.settings = settings;
 
         if session.is_idle() && session.items.is_empty() {
             let run = self.start_run(out.at_ms, &session_id, vec![work], None, false);
             let messages = self.runs[&run].identities();
-            out.event(Event::Admitted { session: session_id.clone(), messages, into: Admission::Run(run) });
+            out.event(Event::Admitted {
+                session: session_id.clone(),
+                messages,
+                into: Admission::Run(run),
+            });
             self.announce_run(run, out);
             return Ok(());
         }
@@ -311,7 +318,8 @@ impl Pipeline {
 
     /// Puts handed-over work back, as is: no cap, no quiet wait, its back-off kept.
     pub fn restore(&mut self, pending: SessionWork, settings: QueueSettings, now_ms: u64) {
-        let session = self.sessions.entry(pending.session.clone()).or_insert_with(|| Session::new(settings));
+        let session =
+            self.sessions.entry(pending.session.clone()).or_insert_with(|| Session::new(settings));
         session.settings = settings;
         for work in pending.work {
             session.push_back(work);
@@ -386,9 +394,18 @@ impl Pipeline {
         for id in ids {
             let run = self.end_run(id);
             out.effect(Effect::CancelRun { run: id });
-            out.event(Event::RunFinished { run: id, session: run.session.clone(), end: RunEnd::Interrupted });
+            out.event(Event::RunFinished {
+                run: id,
+                session: run.session.clone(),
+                end: RunEnd::Interrupted,
+            });
             let work = run.work.into_iter().map(|w| Work { interrupted: true, ..w }).collect();
-            interrupted.push(SessionWork { session: run.session, work, summary: run.summary, retry_in_ms: 0 });
+            interrupted.push(SessionWork {
+                session: run.session,
+                work,
+                summary: run.summary,
+                retry_in_ms: 0,
+            });
         }
         interrupted
     }
@@ -412,7 +429,13 @@ impl Pipeline {
         });
         session.push_back(work);
         session.last_append_ms = Some(out.at_ms);
-        let dropped = session.drop_oldest();
+        // Under `new` only a full queue refuses (above), so a batch larger than the room left
+        // is taken whole: its messages are never `dropped_overflow`.
+        let dropped = if session.settings.drop == DropPolicy::New {
+            Vec::new()
+        } else {
+            session.drop_oldest()
+        };
         if session.settings.drop == DropPolicy::Summarize && !dropped.is_empty() {
             let summary = session.summary.get_or_insert_with(Summary::default);
             dropped.iter().for_each(|m| summary.add(m));
@@ -457,7 +480,15 @@ impl Pipeline {
         assert!(session.running.is_none(), "one run per session");
         session.running = Some(id);
         self.timeouts.insert((timeout_at_ms, id));
-        let run = Run { id, session: session_id.clone(), work, summary, attempt, collected, timeout_at_ms };
+        let run = Run {
+            id,
+            session: session_id.clone(),
+            work,
+            summary,
+            attempt,
+            collected,
+            timeout_at_ms,
+        };
         self.runs.insert(id, run);
         id
     }
@@ -485,7 +516,11 @@ impl Pipeline {
 
     fn deliver(&mut self, id: RunId, out: &mut Outbox) {
         let run = self.end_run(id);
-        out.event(Event::RunFinished { run: id, session: run.session.clone(), end: RunEnd::Success });
+        out.event(Event::RunFinished {
+            run: id,
+            session: run.session.clone(),
+            end: RunEnd::Success,
+        });
         for message in run.messages() {
             out.event(outcome(message, OutcomeKind::Delivered, Cause::Run(id)));
         }
@@ -513,7 +548,11 @@ impl Pipeline {
             let ids = work.batch.identities();
             tracing::error!(messages = ?ids, attempts = work.attempts, "batch dead-lettered");
             for message in &work.batch.messages {
-                out.event(outcome(message, OutcomeKind::DeadLettered, Cause::Attempts(work.attempts)));
+                out.event(outcome(
+                    message,
+                    OutcomeKind::DeadLettered,
+                    Cause::Attempts(work.attempts),
+                ));
             }
         }
     }
@@ -566,4 +605,185 @@ impl Pipeline {
 
 fn outcome(message: &Message, kind: OutcomeKind, cause: Cause) -> Event {
     Event::Outcome { message: message.identity(), kind, cause }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Batch;
+
+    fn message(id: &str, destination: &str) -> Message {
+        Message {
+            channel: "tg".into(),
+            id: id.into(),
+            key: Some(destination.into()),
+            session: "s".into(),
+            destination: destination.into(),
+            text: id.into(),
+            debounce: false,
+            window_ms: None,
+        }
+    }
+
+    fn settings(mode: QueueMode, drop: DropPolicy, quiet_ms: u64) -> QueueSettings {
+        QueueSettings { mode, cap: 2, drop, quiet_ms }
+    }
+
+    /// A pipeline whose session `s` runs message `r` as run 1, at t=0.
+    fn busy(settings: QueueSettings, attempts_max: u32) -> (Pipeline, Outbox) {
+        let mut pipeline = Pipeline::new(600_000, attempts_max);
+        let mut out = Outbox::default();
+        admit(&mut pipeline, &mut out, settings, &["r"]);
+        (pipeline, out)
+    }
+
+    /// Admits one batch of messages to destination `d`.
+    fn admit(pipeline: &mut Pipeline, out: &mut Outbox, settings: QueueSettings, ids: &[&str]) {
+        let messages = ids.iter().map(|id| message(id, "d")).collect();
+        let work = Work::fresh(Batch { messages });
+        pipeline.admit(work, settings, out).expect("the pipeline is not draining");
+    }
+
+    fn queued(pipeline: &Pipeline) -> Vec<&str> {
+        pipeline.queued().map(|m| m.id.as_str()).collect()
+    }
+
+    /// The events of a kind, as short lines.
+    fn lines(out: &Outbox) -> Vec<String> {
+        let lines = out.events.iter().filter_map(|stamped| match &stamped.event {
+            Event::RunStarted { run, messages, attempt, .. } => {
+                let ids: Vec<&str> = messages.iter().map(|i| i.id.as_str()).collect();
+                Some(format!("{} run {run} {ids:?} attempt {attempt}", stamped.at_ms))
+            }
+            Event::Requeued { run, retry_at_ms, .. } => {
+                Some(format!("{} requeued {run} retry_at {retry_at_ms}", stamped.at_ms))
+            }
+            Event::Outcome { message, kind, .. } if *kind != OutcomeKind::Delivered => {
+                Some(format!("{} {} {}", stamped.at_ms, message.id, kind.name()))
+            }
+            _ => None,
+        });
+        lines.collect()
+    }
+
+    #[test]
+    fn summary_line_collapses_whitespace() {
+        assert_eq!(summary_line("  see \t you\n\n  at  noon "), "see you at noon");
+    }
+
+    #[test]
+    fn summary_line_cuts_at_160_characters() {
+        let fits = "é".repeat(SUMMARY_LINE_MAX);
+        assert_eq!(summary_line(&fits), fits);
+
+        let cut = summary_line(&"é".repeat(SUMMARY_LINE_MAX + 1));
+        assert_eq!(cut.chars().count(), SUMMARY_LINE_MAX);
+        assert_eq!(cut, format!("{}…", "é".repeat(SUMMARY_LINE_MAX - 1)));
+    }
+
+    /// SPEC 3.3 refuses a batch only when the queue already holds `cap` messages, so a batch
+    /// larger than the cap is taken whole by a queue below it.
+    #[test]
+    fn new_policy_takes_batch_larger_than_cap() {
+        let settings = settings(QueueMode::Collect, DropPolicy::New, 500);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        admit(&mut pipeline, &mut out, settings, &["a", "b", "c"]);
+        assert_eq!(queued(&pipeline), ["a", "b", "c"]);
+
+        admit(&mut pipeline, &mut out, settings, &["d"]);
+        assert_eq!(queued(&pipeline), ["a", "b", "c"]);
+        assert_eq!(lines(&out), ["0 run 1 [\"r\"] attempt 1", "0 d rejected_overflow"]);
+    }
+
+    #[test]
+    fn old_policy_trims_batch_larger_than_cap() {
+        let settings = settings(QueueMode::Collect, DropPolicy::Old, 500);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        admit(&mut pipeline, &mut out, settings, &["a", "b", "c"]);
+        assert_eq!(queued(&pipeline), ["b", "c"]);
+        assert_eq!(lines(&out), ["0 run 1 [\"r\"] attempt 1", "0 a dropped_overflow"]);
+        assert_eq!(pipeline.take_pending(0)[0].summary, None);
+    }
+
+    #[test]
+    fn summarize_policy_summarizes_batch_larger_than_cap() {
+        let settings = settings(QueueMode::Collect, DropPolicy::Summarize, 500);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        admit(&mut pipeline, &mut out, settings, &["a", "b", "c"]);
+        assert_eq!(queued(&pipeline), ["b", "c"]);
+        assert_eq!(lines(&out), ["0 run 1 [\"r\"] attempt 1", "0 a dropped_overflow"]);
+        let summary = Summary { dropped: 1, lines: vec!["a".to_owned()] };
+        assert_eq!(pipeline.take_pending(0)[0].summary, Some(summary));
+    }
+
+    #[test]
+    fn dead_letters_after_attempts_max() {
+        let settings = settings(QueueMode::Collect, DropPolicy::Summarize, 0);
+        let (mut pipeline, mut out) = busy(settings, 2);
+        pipeline.run_finished(1, false, &mut out);
+        out.at_ms = 100;
+        pipeline.tick(&mut out);
+        pipeline.run_finished(2, false, &mut out);
+
+        let expected = [
+            "0 run 1 [\"r\"] attempt 1",
+            "0 requeued 1 retry_at 100",
+            "100 run 2 [\"r\"] attempt 2",
+            "100 r dead_lettered",
+        ];
+        assert_eq!(lines(&out), expected);
+        assert_eq!(pipeline.remaining(), 0);
+        assert_eq!(pipeline.next_deadline(), None);
+    }
+
+    #[test]
+    fn retry_waits_at_least_100_ms() {
+        let settings = settings(QueueMode::Collect, DropPolicy::Summarize, 0);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        out.at_ms = 40;
+        pipeline.run_finished(1, false, &mut out);
+        assert_eq!(pipeline.next_deadline(), Some(140));
+
+        out.at_ms = 139;
+        pipeline.tick(&mut out);
+        assert_eq!(pipeline.runs().count(), 0, "no retry before its back-off");
+        out.at_ms = 140;
+        pipeline.tick(&mut out);
+        assert_eq!(lines(&out)[1..], ["40 requeued 1 retry_at 140", "140 run 2 [\"r\"] attempt 2"]);
+    }
+
+    #[test]
+    fn retry_waits_quiet_time_when_longer() {
+        let settings = settings(QueueMode::Collect, DropPolicy::Summarize, 500);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        out.at_ms = 40;
+        pipeline.run_finished(1, false, &mut out);
+        assert_eq!(lines(&out)[1..], ["40 requeued 1 retry_at 540"]);
+        assert_eq!(pipeline.next_deadline(), Some(540));
+    }
+
+    #[test]
+    fn collect_takes_only_head_destination() {
+        let settings =
+            QueueSettings { cap: 20, ..settings(QueueMode::Collect, DropPolicy::Summarize, 0) };
+        let mut pipeline = Pipeline::new(600_000, 5);
+        let mut out = Outbox::default();
+        for (id, destination) in [("r", "d0"), ("1", "d1"), ("2", "d2"), ("3", "d1")] {
+            let work = Work::fresh(Batch::single(message(id, destination)));
+            pipeline.admit(work, settings, &mut out).expect("the pipeline is not draining");
+        }
+
+        pipeline.run_finished(1, true, &mut out);
+        pipeline.tick(&mut out);
+        assert_eq!(queued(&pipeline), ["2"]);
+        pipeline.run_finished(2, true, &mut out);
+        pipeline.tick(&mut out);
+
+        let runs = [
+            "0 run 1 [\"r\"] attempt 1",
+            "0 run 2 [\"1\", \"3\"] attempt 1",
+            "0 run 3 [\"2\"] attempt 1",
+        ];
+        assert_eq!(lines(&out), runs);
+    }
 }
