@@ -72,10 +72,10 @@ fn a_second_outcome_is_a_double_delivery() {
 fn a_reordered_run_breaks_key_order() {
     let reverse_runs = |entries: &mut Vec<Entry>| {
         for entry in entries.iter_mut() {
-            if let Entry::Core(stamped) = entry {
-                if let Event::RunStarted { messages, .. } = &mut stamped.event {
-                    messages.reverse();
-                }
+            if let Entry::Core(stamped) = entry
+                && let Event::RunStarted { messages, .. } = &mut stamped.event
+            {
+                messages.reverse();
             }
         }
     };
@@ -153,10 +153,10 @@ fn a_run_after_mark_draining_breaks_draining() {
 fn a_restart_past_its_deadline_is_unbounded() {
     let shrink_deadline = |entries: &mut Vec<Entry>| {
         for entry in entries.iter_mut() {
-            if let Entry::Core(stamped) = entry {
-                if let Event::RestartBegan { deadline_ms, .. } = &mut stamped.event {
-                    *deadline_ms = 0;
-                }
+            if let Entry::Core(stamped) = entry
+                && let Event::RestartBegan { deadline_ms, .. } = &mut stamped.event
+            {
+                *deadline_ms = 0;
             }
         }
     };
@@ -167,10 +167,10 @@ fn a_restart_past_its_deadline_is_unbounded() {
 fn a_retry_without_back_off_spins() {
     let no_back_off = |entries: &mut Vec<Entry>| {
         for entry in entries.iter_mut() {
-            if let Entry::Core(stamped) = entry {
-                if let Event::Requeued { retry_at_ms, .. } = &mut stamped.event {
-                    *retry_at_ms = stamped.at_ms;
-                }
+            if let Entry::Core(stamped) = entry
+                && let Event::Requeued { retry_at_ms, .. } = &mut stamped.event
+            {
+                *retry_at_ms = stamped.at_ms;
             }
         }
     };
