@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use quiesce::config::Config;
+use quiesce::config::{Config, ConfigError};
 use quiesce::message::{ChannelId, Destination, Key, Message, MessageId, SessionId};
 use quiesce::signal::{Origin, Signal, SignalKind};
 
@@ -255,13 +255,18 @@ impl Scenario {
     /// Reads a scenario file.
     pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
         let file = Some(path.display().to_string());
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ScenarioError { file: file.clone(), line: None, field: None, reason: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: None,
+            field: None,
+            reason: e.to_string(),
+        })?;
         Self::from_toml_str(&text).map_err(|e| ScenarioError { file, ..e })
     }
 
     /// Parses a scenario from TOML text and checks that every name it uses is defined.
     pub fn from_toml_str(text: &str) -> Result<Self, ScenarioError> {
+        Config::from_toml_section(text, "config").map_err(config_error)?;
         let scenario: Scenario = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         scenario.validate()?;
         Ok(scenario)
@@ -296,7 +301,10 @@ impl Scenario {
     /// How the nth run of a session goes.
     pub fn run_behaviour(&self, session: &SessionId, nth: u32) -> RunBehaviour {
         let scripted = self.runs.iter().find(|r| &r.session == session && r.nth == nth);
-        scripted.map_or(self.run_default, |r| RunBehaviour { duration_ms: r.duration_ms, outcome: r.outcome })
+        scripted.map_or(self.run_default, |r| RunBehaviour {
+            duration_ms: r.duration_ms,
+            outcome: r.outcome,
+        })
     }
 
     /// The time of the last scripted input.
@@ -307,6 +315,19 @@ impl Scenario {
         let cancels = self.cancels.iter().map(|c| c.at_ms);
         let boots = self.boots.iter().copied();
         arrivals.chain(signals).chain(reconnects).chain(cancels).chain(boots).max().unwrap_or(0)
+    }
+
+    /// The config of a file such as `explore --config FILE` takes: the `[config]` table of a
+    /// scenario, at the top level of its own file.
+    pub fn config_from_file(path: &Path) -> Result<Config, ScenarioError> {
+        let file = Some(path.display().to_string());
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: file.clone(),
+            line: None,
+            field: None,
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ScenarioError { file, ..toml_error(&text, &e) })
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -326,24 +347,39 @@ impl Scenario {
                 return Err(unknown(format!("cancel[{n}].key"), cancel.key.as_str()));
             }
         }
+        for (n, signal) in self.signals.iter().enumerate() {
+            let Some(config) = &signal.config else { continue };
+            config.validate().map_err(|e| ScenarioError {
+                field: Some(format!("signal[{n}].config.{}", e.field())),
+                ..config_error(e)
+            })?;
+        }
         for (n, fault) in self.faults.iter().enumerate() {
             if fault.message.is_none() && fault.at_ms.is_none() {
                 let reason = "needs `message` or `at_ms`".to_owned();
-                return Err(ScenarioError { file: None, line: None, field: Some(format!("fault[{n}]")), reason });
+                return Err(ScenarioError {
+                    file: None,
+                    line: None,
+                    field: Some(format!("fault[{n}]")),
+                    reason,
+                });
             }
         }
         Ok(())
     }
 }
 
+/// A config error, with the field and line the config reader found.
+fn config_error(error: ConfigError) -> ScenarioError {
+    let field = (!error.field().is_empty()).then(|| error.field().to_owned());
+    ScenarioError { file: None, line: error.line(), field, reason: error.reason().to_string() }
+}
+
 /// A TOML or schema error with its line and, where the message names one, its field.
-fn toml_error(text: &str, error: &toml::de::Error) -> ScenarioError {
-    let line = error.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> ScenarioError {
+    let line =
+        error.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = error.message().to_owned();
-    let field = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.contains("field"))
-        .map(str::to_owned);
+    let field = message.split('`').nth(1).filter(|_| message.contains("field")).map(str::to_owned);
     ScenarioError { file: None, line, field, reason: message }
 }
