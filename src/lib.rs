@@ -31,4 +31,5 @@ pub use clock::Clock;
 pub use config::Config;
 pub use gateway::{Gateway, Hooks, Reply};
 pub use message::{Batch, Message};
+pub use shell::{Agent, Shell, ShellExit, ShellHandle};
 pub use signal::{Signal, SignalKind, SignalSource};

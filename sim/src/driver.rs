@@ -148,7 +148,8 @@ impl Hooks for ScriptedHooks {
             (None, Some(at_ms)) => at_ms == now_ms,
             (None, None) => false,
         };
-        let Some((fault, fired)) = self.faults.iter_mut().find(|(f, fired)| !fired && hits(f)) else {
+        let Some((fault, fired)) = self.faults.iter_mut().find(|(f, fired)| !fired && hits(f))
+        else {
             return Ok(());
         };
         *fired = true;
@@ -221,7 +222,10 @@ impl<'a> World<'a> {
         self.schedule(0, Input::Boot);
         s.arrivals.iter().enumerate().for_each(|(n, a)| self.schedule(a.at_ms, Input::Arrival(n)));
         s.signals.iter().enumerate().for_each(|(n, g)| self.schedule(g.at_ms, Input::Signal(n)));
-        s.reconnects.iter().enumerate().for_each(|(n, r)| self.schedule(r.at_ms, Input::Reconnect(n)));
+        s.reconnects
+            .iter()
+            .enumerate()
+            .for_each(|(n, r)| self.schedule(r.at_ms, Input::Reconnect(n)));
         s.cancels.iter().enumerate().for_each(|(n, c)| self.schedule(c.at_ms, Input::Cancel(n)));
         s.boots.iter().for_each(|&at_ms| self.schedule(at_ms, Input::Boot));
     }
@@ -299,7 +303,8 @@ impl<'a> World<'a> {
             return;
         };
         match input {
-            Input::Boot => {}
+            // A scheduled start while the process runs: it is already up.
+            Input::Boot => gateway.tick(now_ms),
             Input::Arrival(n) => {
                 gateway.accept(now_ms, s.message(&s.arrivals[n]));
             }
@@ -318,7 +323,11 @@ impl<'a> World<'a> {
                 self.ticks.remove(&now_ms);
                 gateway.tick(now_ms);
             }
-            Input::RunEnd { .. } | Input::CloseDone { .. } | Input::Tick { .. } => {}
+            // An end of an earlier boot's run or close: nothing to report, but the core still
+            // settles at this instant, as after every input.
+            Input::RunEnd { .. } | Input::CloseDone { .. } | Input::Tick { .. } => {
+                gateway.tick(now_ms);
+            }
         }
         self.carry_out();
     }
@@ -344,7 +353,8 @@ impl<'a> World<'a> {
         }
         self.boot += 1;
         self.ticks.clear();
-        let hooks = ScriptedHooks { faults: std::mem::take(&mut self.faults), callback_fails: false };
+        let hooks =
+            ScriptedHooks { faults: std::mem::take(&mut self.faults), callback_fails: false };
         let mut gateway = Gateway::new(self.config.clone(), self.boot, Box::new(hooks));
         let at_ms = self.now_ms;
         self.fresh.push(Entry::World { at_ms, boot: self.boot, note: Note::ProcessStarted });
@@ -355,7 +365,9 @@ impl<'a> World<'a> {
     fn note_down(&mut self, input: &Input) {
         let s = self.scenario;
         let note = match input {
-            Input::Arrival(n) => Note::RefusedDown { message: s.message(&s.arrivals[*n]).identity() },
+            Input::Arrival(n) => {
+                Note::RefusedDown { message: s.message(&s.arrivals[*n]).identity() }
+            }
             Input::Signal(n) => Note::SignalLost { kind: s.signals[*n].kind },
             _ => return,
         };

@@ -235,6 +235,8 @@ pub struct Oracle {
     /// The signal whose consequence the next event must show.
     signal: Option<(SignalKind, Origin)>,
     last_timer_flush_ms: Option<u64>,
+    /// The batch whose admission failed last; its messages may end `failed`.
+    failed_batch: Vec<Identity>,
 }
 
 /// The order of one key's messages.
@@ -290,9 +292,10 @@ impl Oracle {
             Event::Flushed { messages, cause, .. } => self.flushed(at, messages, *cause),
             Event::Admitted { messages, into, .. } => self.admitted(at, messages, *into),
             Event::Deferred { messages } => self.deferred(at, messages),
-            Event::AdmissionFailed { .. }
-            | Event::CallbackFailed { .. }
-            | Event::ChannelClosed { .. } => Ok(()),
+            Event::AdmissionFailed { messages, error } => {
+                self.admission_failed(view, at, messages, error)
+            }
+            Event::CallbackFailed { .. } | Event::ChannelClosed { .. } => Ok(()),
             Event::RunStarted { run, messages, attempt, session, .. } => {
                 self.run_started(stamped, *run, messages, *attempt, session)
             }
@@ -496,6 +499,25 @@ impl Oracle {
         self.shift(at, message, from, Held::Done(kind))
     }
 
+    /// S1: a failed admission has a scripted fault naming one of the batch's messages or its
+    /// time; the batch's `failed` outcomes follow.
+    fn admission_failed(
+        &mut self,
+        view: &View<'_>,
+        at: u64,
+        messages: &[Identity],
+        error: &str,
+    ) -> Check {
+        self.coverage.hit(ADMISSION_FAILED);
+        if !messages.iter().any(|m| fault_explains(view.scenario, at, m, error)) {
+            let reason =
+                format!("admission of {messages:?} failed with {error:?}, which no fault scripts");
+            return Err(Violation::new(Invariant::S1, at, reason));
+        }
+        self.failed_batch = messages.to_vec();
+        Ok(())
+    }
+
     fn require_running(&self, at: u64, message: &Identity) -> Check {
         match self.ledger.get(message).map(|l| l.held) {
             Some(Held::In(Place::Run(_))) => Ok(()),
@@ -536,10 +558,7 @@ impl Oracle {
     ) -> Check {
         let explained = match (kind, cause) {
             (OutcomeKind::Delivered, Cause::Run(_)) => true,
-            (OutcomeKind::Failed, Cause::Admission(reason)) => {
-                self.coverage.hit(ADMISSION_FAILED);
-                fault_explains(view.scenario, at, message, reason)
-            }
+            (OutcomeKind::Failed, Cause::Admission(_)) => self.failed_batch.contains(message),
             (OutcomeKind::DeadLettered, Cause::Attempts(n)) => {
                 self.coverage.hit(DEAD_LETTER);
                 *n >= 1
