@@ -2,5 +2,8 @@
 //! and proves the invariants of SPEC section 6 on every event.
 
 pub mod driver;
+pub mod explore;
+pub mod generate;
+pub mod log;
 pub mod oracle;
 pub mod scenario;

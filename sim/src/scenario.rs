@@ -318,16 +318,10 @@ impl Scenario {
     }
 
     /// The config of a file such as `explore --config FILE` takes: the `[config]` table of a
-    /// scenario, at the top level of its own file.
+    /// scenario, at the top level of its own file, read and checked by [`Config::from_file`].
     pub fn config_from_file(path: &Path) -> Result<Config, ScenarioError> {
         let file = Some(path.display().to_string());
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            file: file.clone(),
-            line: None,
-            field: None,
-            reason: e.to_string(),
-        })?;
-        toml::from_str(&text).map_err(|e| ScenarioError { file, ..toml_error(&text, &e) })
+        Config::from_file(path).map_err(|error| ScenarioError { file, ..config_error(error) })
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
@@ -370,7 +364,7 @@ impl Scenario {
 }
 
 /// A config error, with the field and line the config reader found.
-fn config_error(error: ConfigError) -> ScenarioError {
+pub(crate) fn config_error(error: ConfigError) -> ScenarioError {
     let field = (!error.field().is_empty()).then(|| error.field().to_owned());
     ScenarioError { file: None, line: error.line(), field, reason: error.reason().to_string() }
 }
