@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::{Arc, Mutex};
 
 use quiesce::config::Config;
 use quiesce::effect::Effect;
@@ -135,9 +136,13 @@ enum Input {
     Tick { boot: u32 },
 }
 
+/// The scenario's admission faults with whether each has fired; shared by every boot's hooks,
+/// so a fault fires once in the whole run.
+type Faults = Arc<Mutex<Vec<(Fault, bool)>>>;
+
 /// The hooks a scenario scripts: admission faults, each failing once, and failing callbacks.
 struct ScriptedHooks {
-    faults: Vec<(Fault, bool)>,
+    faults: Faults,
     callback_fails: bool,
 }
 
@@ -148,8 +153,8 @@ impl Hooks for ScriptedHooks {
             (None, Some(at_ms)) => at_ms == now_ms,
             (None, None) => false,
         };
-        let Some((fault, fired)) = self.faults.iter_mut().find(|(f, fired)| !fired && hits(f))
-        else {
+        let mut faults = self.faults.lock().expect("the simulation is single-threaded");
+        let Some((fault, fired)) = faults.iter_mut().find(|(f, fired)| !fired && hits(f)) else {
             return Ok(());
         };
         *fired = true;
@@ -187,7 +192,7 @@ struct World<'a> {
     closes: usize,
     /// Ticks already scheduled, so one deadline is not scheduled twice.
     ticks: BTreeMap<u64, u32>,
-    faults: Vec<(Fault, bool)>,
+    faults: Faults,
     record: bool,
     fresh: Vec<Entry>,
     report: Report,
@@ -195,7 +200,8 @@ struct World<'a> {
 
 impl<'a> World<'a> {
     fn new(scenario: &'a Scenario, record: bool) -> Self {
-        let faults = scenario.faults.iter().map(|f| (f.clone(), false)).collect();
+        let faults =
+            Arc::new(Mutex::new(scenario.faults.iter().map(|f| (f.clone(), false)).collect()));
         let mut world = Self {
             scenario,
             heap: BinaryHeap::new(),
@@ -339,10 +345,10 @@ impl<'a> World<'a> {
             SignalKind::Shutdown => None,
         };
         let gateway = self.gateway.as_mut().expect("signals reach a running process");
-        let allowed = gateway.config().reload.allow_external;
         gateway.signal(self.now_ms, spec.signal(), next_config);
-        if let (Some(config), true) = (&spec.config, allowed) {
-            // The config file on disk changed: a later boot reads it too.
+        if let Some(config) = &spec.config {
+            // The config file on disk changed, whatever the gateway did with the signal: a
+            // later boot reads it.
             self.config = config.clone();
         }
     }
@@ -353,8 +359,7 @@ impl<'a> World<'a> {
         }
         self.boot += 1;
         self.ticks.clear();
-        let hooks =
-            ScriptedHooks { faults: std::mem::take(&mut self.faults), callback_fails: false };
+        let hooks = ScriptedHooks { faults: Arc::clone(&self.faults), callback_fails: false };
         let mut gateway = Gateway::new(self.config.clone(), self.boot, Box::new(hooks));
         let at_ms = self.now_ms;
         self.fresh.push(Entry::World { at_ms, boot: self.boot, note: Note::ProcessStarted });
