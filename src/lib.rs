@@ -15,10 +15,12 @@
 pub mod adapter;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod debounce;
 pub mod dedupe;
 pub mod effect;
 pub mod event;
+pub mod event_log;
 pub mod gateway;
 pub mod handover;
 pub mod message;
