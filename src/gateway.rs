@@ -19,6 +19,9 @@ use crate::message::{Batch, ChannelId, Identity, Key, Message, Work};
 use crate::pipeline::{Pipeline, Run};
 use crate::signal::{Origin, Signal, SignalKind};
 
+#[cfg(feature = "quirks")]
+pub mod quirks;
+
 /// Callbacks into the embedding program, called synchronously inside the core.
 pub trait Hooks: Send {
     /// A last check before a batch is admitted: an error fails its messages (SPEC 2.4). In
@@ -124,6 +127,9 @@ pub struct Gateway {
     out: Outbox,
     started: bool,
     exited: bool,
+    /// The historical plan this gateway runs instead of SPEC 4.2, for the simulation only.
+    #[cfg(feature = "quirks")]
+    quirks: quirks::QuirkState,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -149,6 +155,8 @@ impl Gateway {
             out: Outbox { boot, ..Outbox::default() },
             started: false,
             exited: false,
+            #[cfg(feature = "quirks")]
+            quirks: quirks::QuirkState::default(),
         }
     }
 
@@ -338,7 +346,10 @@ impl Gateway {
         let (key, session) = (message.key.clone(), message.session.clone());
         self.out.event(Event::Accepted { message: identity.clone(), key, session });
 
-        if self.restart.is_some() {
+        let held = self.restart.is_some();
+        #[cfg(feature = "quirks")]
+        let held = self.quirk_holds(held);
+        if held {
             self.intake.push(message);
             self.out.event(Event::Intake { message: identity });
         } else {
@@ -445,8 +456,17 @@ impl Gateway {
             next_config,
             deferred: None,
         });
+        #[cfg(feature = "quirks")]
+        if self.quirk_begin_restart(now_ms) {
+            return;
+        }
         self.complete_phase(Phase::Hold, PhaseCounts::default());
+        self.flush(now_ms, deadline_ms);
+    }
 
+    /// Phase 2: every buffer is flushed and its batch admitted. Returns how many batches the
+    /// pipeline took.
+    fn flush(&mut self, now_ms: u64, deadline_ms: u64) -> usize {
         let report = self.admitter().flush_all(now_ms, deadline_ms);
         let counts = PhaseCounts {
             flushed: report.flushed,
@@ -455,11 +475,15 @@ impl Gateway {
             ..PhaseCounts::default()
         };
         self.complete_phase(Phase::Flush, counts);
+        report.flushed
     }
 
     fn complete_phase(&mut self, phase: Phase, counts: PhaseCounts) {
         let Some(restart) = &mut self.restart else { unreachable!("phases run in a restart") };
-        assert!(phase == Phase::Hold || restart.phase < phase, "phases run in order, each once");
+        let in_order = phase == Phase::Hold || restart.phase < phase;
+        #[cfg(feature = "quirks")]
+        let in_order = self.quirks.in_order(restart.phase, phase, in_order);
+        assert!(in_order, "phases run in order, each once: {phase:?} after {:?}", restart.phase);
         restart.phase = phase;
         tracing::info!(phase = phase.name(), ?counts, "restart phase done");
         self.out.event(Event::Phase { phase, counts });
@@ -504,9 +528,10 @@ impl Gateway {
         let Some(restart) = &self.restart else { return false };
         match restart.stage {
             Stage::Wait => {
-                let Some(report) = self.pipeline.wait_for_drain(now_ms, restart.deadline_ms) else {
-                    return false;
-                };
+                let report = self.pipeline.wait_for_drain(now_ms, restart.deadline_ms);
+                #[cfg(feature = "quirks")]
+                let report = self.quirk_wait(now_ms, restart.deadline_ms, report);
+                let Some(report) = report else { return false };
                 self.end_wait(report.drained, report.remaining);
                 true
             }
@@ -521,19 +546,30 @@ impl Gateway {
 
     /// The end of phase 3, then phases 4, 5 and the start of 6.
     fn end_wait(&mut self, drained: bool, remaining: usize) {
+        #[cfg(feature = "quirks")]
+        if self.quirk_end_wait(drained, remaining) {
+            return;
+        }
         if !drained {
             tracing::warn!(remaining, "drain deadline reached");
             self.out.event(Event::DrainWarning { remaining });
         }
         let counts = PhaseCounts { drained, remaining, ..PhaseCounts::default() };
         self.complete_phase(Phase::Wait, counts);
+        self.mark_draining();
+        self.hand_over();
+        self.close();
+    }
 
+    /// Phase 4: no new run starts in this generation; refused batches join the handover.
+    fn mark_draining(&mut self) {
         self.pipeline.set_draining(true);
         self.handover = Some(Handover::default());
         self.complete_phase(Phase::MarkDraining, PhaseCounts::default());
+    }
 
-        self.hand_over();
-
+    /// The start of phase 6: listeners and channels close, within the close budget.
+    fn close(&mut self) {
         let until_ms = self.out.at_ms + self.config.close_budget_ms;
         let Some(restart) = &mut self.restart else { unreachable!("in a restart") };
         restart.stage = Stage::Close { until_ms };
@@ -574,6 +610,8 @@ impl Gateway {
             self.config = config;
         }
         let handover = self.handover.take().unwrap_or_default();
+        #[cfg(feature = "quirks")]
+        let handover = self.quirk_passed_on(handover);
         self.out.generation += 1;
         self.begin_generation(handover);
         if let Some(next_config) = restart.deferred {
@@ -622,6 +660,8 @@ impl Gateway {
         handover.pending = merge_pending([interrupted, queued, handover.pending]);
         handover.intake.append(&mut self.intake);
         handover.dedupe = self.dedupe.export(self.out.at_ms);
+        #[cfg(feature = "quirks")]
+        let handover = self.quirk_passed_on(handover);
 
         let messages = handover.messages().map(Message::identity).collect();
         self.out.event(Event::StateSaved { messages });

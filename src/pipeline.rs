@@ -217,6 +217,9 @@ pub struct Pipeline {
     next_run: RunId,
     run_timeout_ms: u64,
     attempts_max: u32,
+    /// The historical plan's quirks, for the simulation only.
+    #[cfg(feature = "quirks")]
+    quirks: crate::gateway::quirks::Quirks,
 }
 
 impl Pipeline {
@@ -232,6 +235,12 @@ impl Pipeline {
         assert!(attempts_max >= 1, "attempts_max is validated to be at least 1");
         self.run_timeout_ms = run_timeout_ms;
         self.attempts_max = attempts_max;
+    }
+
+    /// Runs a historical plan's quirks from now on (the simulation only).
+    #[cfg(feature = "quirks")]
+    pub fn set_quirks(&mut self, quirks: crate::gateway::quirks::Quirks) {
+        self.quirks = quirks;
     }
 
     /// Whether the gateway is draining: no run starts.
@@ -569,7 +578,10 @@ impl Pipeline {
         if retry.is_empty() && session.items.is_empty() {
             return;
         }
-        let retry_at_ms = out.at_ms + session.settings.quiet_ms.max(RETRY_MIN_MS);
+        let back_off_ms = session.settings.quiet_ms.max(RETRY_MIN_MS);
+        #[cfg(feature = "quirks")]
+        let back_off_ms = self.quirks.back_off_ms(self.draining, back_off_ms);
+        let retry_at_ms = out.at_ms + back_off_ms;
         session.retry_at_ms = retry_at_ms;
         if let Some(mut older) = summary {
             if let Some(newer) = session.summary.take() {

@@ -1,4 +1,5 @@
-//! The command line of `quiesce-sim`: `explore` (the default), `replay --seed N` and `run FILE`.
+//! The command line of `quiesce-sim`: `explore` (the default), `replay --seed N`, `run FILE`,
+//! and for reading a failure `shrink`, `timeline` and `find-time` (in `plans`).
 //!
 //! It parses arguments, runs the library, prints for humans or as JSON, and maps the result to
 //! the exit code: 0 every invariant held, 1 an invariant failed, 2 bad input (an unknown flag, a
@@ -23,7 +24,10 @@ use quiesce_sim::log;
 use quiesce_sim::oracle::Coverage;
 use quiesce_sim::scenario::{Scenario, ScenarioError};
 
+use self::plans::{FindTimeArgs, ShrinkArgs, TimelineArgs};
 use self::stopwatch::Stopwatch;
+
+mod plans;
 
 /// Seeds `explore` runs by default: a few seconds on two cores in release, far under a minute
 /// even with a slower oracle.
@@ -50,6 +54,12 @@ enum Command {
     Replay(ReplayArgs),
     /// Run one scenario file: its event log and verdict.
     Run(RunArgs),
+    /// Reduce a failing seed or scenario file to a minimal scenario failing the same invariant.
+    Shrink(ShrinkArgs),
+    /// Draw a seed's or a scenario file's run as an SVG timeline.
+    Timeline(TimelineArgs),
+    /// For each historical plan, how many seeds it takes to catch it, from spread-out starts.
+    FindTime(FindTimeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +123,9 @@ pub fn main() -> ExitCode {
         Some(Command::Explore(args)) => explore_command(&args),
         Some(Command::Replay(args)) => replay_command(&args),
         Some(Command::Run(args)) => run_command(&args),
+        Some(Command::Shrink(args)) => plans::shrink_command(&args),
+        Some(Command::Timeline(args)) => plans::timeline_command(&args),
+        Some(Command::FindTime(args)) => plans::find_time_command(&args),
     };
     result.unwrap_or_else(|error| {
         eprintln!("error: {error}");
@@ -215,7 +228,7 @@ impl FailureReport {
     fn new(exploration: &Exploration, failure: &Failure, config: Option<&Path>) -> Self {
         let generator = Generator::new(&exploration.params);
         let scenario = generator.generate(failure.seed);
-        let replay = explore::check(&scenario, true);
+        let replay = explore::check(&scenario, exploration.plan, true);
         let replay_matches = replay.problem.as_ref() == Some(&failure.problem);
 
         let log = log::render(&replay.entries);
@@ -390,20 +403,20 @@ fn replay_command(args: &ReplayArgs) -> Result<ExitCode, ScenarioError> {
     let params = params(args.config.as_deref())?;
     let scenario = Generator::new(&params).generate(args.seed);
     println!("SEED={} PLAN={} GEN={GENERATOR_VERSION}", args.seed, args.plan.name());
-    Ok(run_and_print(&scenario))
+    Ok(run_and_print(&scenario, args.plan))
 }
 
 fn run_command(args: &RunArgs) -> Result<ExitCode, ScenarioError> {
     let scenario = Scenario::from_file(&args.file)?;
     println!("FILE={} PLAN={}", args.file.display(), args.plan.name());
-    Ok(run_and_print(&scenario))
+    Ok(run_and_print(&scenario, args.plan))
 }
 
 /// Runs a scenario twice with recording on, prints its log and verdict, and checks that the
 /// two runs gave the same entries (DESIGN "Determinism rules").
-fn run_and_print(scenario: &Scenario) -> ExitCode {
-    let first = explore::check(scenario, true);
-    let second = explore::check(scenario, true);
+fn run_and_print(scenario: &Scenario, plan: Plan) -> ExitCode {
+    let first = explore::check(scenario, plan, true);
+    let second = explore::check(scenario, plan, true);
     print!("{}", log::render(&first.entries));
 
     if let Some((_, divergence)) = log::first_divergence(&first.entries, &second.entries) {

@@ -19,6 +19,7 @@ use quiesce::message::{Batch, Identity, SessionId};
 use quiesce::signal::SignalKind;
 
 use crate::oracle::{Invariant, Violation};
+use crate::plan::Plan;
 use crate::scenario::{Fault, RunOutcome, Scenario};
 
 /// How many inputs in a row at one virtual instant count as a livelock (SPEC 6, L3).
@@ -170,9 +171,20 @@ impl Hooks for ScriptedHooks {
     }
 }
 
-/// Runs a scenario to the end, checking it with `observer`; keeps the entries if `record`.
+/// Runs a scenario to the end under the SPEC plan, checking it with `observer`; keeps the
+/// entries if `record`.
 pub fn run(scenario: &Scenario, observer: &mut dyn Observer, record: bool) -> Report {
-    let mut world = World::new(scenario, record);
+    run_plan(scenario, Plan::Spec, observer, record)
+}
+
+/// Runs a scenario to the end with every boot's core under `plan`; see [`run`].
+pub fn run_plan(
+    scenario: &Scenario,
+    plan: Plan,
+    observer: &mut dyn Observer,
+    record: bool,
+) -> Report {
+    let mut world = World::new(scenario, plan, record);
     world.run(observer);
     world.report
 }
@@ -180,6 +192,7 @@ pub fn run(scenario: &Scenario, observer: &mut dyn Observer, record: bool) -> Re
 /// The simulated world: the heap of inputs, the process and its state file.
 struct World<'a> {
     scenario: &'a Scenario,
+    plan: Plan,
     heap: BinaryHeap<Reverse<(u64, u64, Input)>>,
     seq: u64,
     now_ms: u64,
@@ -199,11 +212,12 @@ struct World<'a> {
 }
 
 impl<'a> World<'a> {
-    fn new(scenario: &'a Scenario, record: bool) -> Self {
+    fn new(scenario: &'a Scenario, plan: Plan, record: bool) -> Self {
         let faults =
             Arc::new(Mutex::new(scenario.faults.iter().map(|f| (f.clone(), false)).collect()));
         let mut world = Self {
             scenario,
+            plan,
             heap: BinaryHeap::new(),
             seq: 0,
             now_ms: 0,
@@ -360,7 +374,8 @@ impl<'a> World<'a> {
         self.boot += 1;
         self.ticks.clear();
         let hooks = ScriptedHooks { faults: Arc::clone(&self.faults), callback_fails: false };
-        let mut gateway = Gateway::new(self.config.clone(), self.boot, Box::new(hooks));
+        let mut gateway = Gateway::new(self.config.clone(), self.boot, Box::new(hooks))
+            .with_quirks(self.plan.quirks());
         let at_ms = self.now_ms;
         self.fresh.push(Entry::World { at_ms, boot: self.boot, note: Note::ProcessStarted });
         gateway.start(self.now_ms, self.state_file.take());
@@ -411,13 +426,14 @@ impl<'a> World<'a> {
         let nth = self.runs_started.entry(session.clone()).or_insert(0);
         *nth += 1;
         let behaviour = self.scenario.run_behaviour(&session, *nth);
+        let end_ms = self.now_ms + behaviour.duration_ms;
         let success = match behaviour.outcome {
-            RunOutcome::Success => true,
+            RunOutcome::Success => !self.scenario.agent_down(end_ms),
             RunOutcome::Failure => false,
             RunOutcome::Hang => return,
         };
         let input = Input::RunEnd { boot: self.boot, run, success };
-        self.schedule(self.now_ms + behaviour.duration_ms, input);
+        self.schedule(end_ms, input);
     }
 
     fn exit_process(&mut self) {

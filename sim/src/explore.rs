@@ -20,38 +20,7 @@ use crate::generate::{Generator, Params};
 use crate::oracle::{Coverage, Oracle, Violation};
 use crate::scenario::Scenario;
 
-/// The restart protocol the core runs under.
-///
-/// `spec` is the protocol of SPEC section 4. Historical plans with known bugs, to measure how
-/// fast the simulation finds them, come with the bug-finding work.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Plan {
-    /// SPEC section 4, as the production core implements it.
-    #[default]
-    Spec,
-}
-
-impl Plan {
-    /// Every plan.
-    pub const ALL: [Plan; 1] = [Plan::Spec];
-
-    /// The plan's name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Spec => "spec",
-        }
-    }
-}
-
-impl FromStr for Plan {
-    type Err = String;
-
-    fn from_str(name: &str) -> Result<Self, String> {
-        let known = Self::ALL.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
-        let plan = Self::ALL.into_iter().find(|p| p.name() == name);
-        plan.ok_or_else(|| format!("unknown plan `{name}` (known plans: {known})"))
-    }
-}
+pub use crate::plan::Plan;
 
 /// One of `count` disjoint parts of the seed space: the seeds with `seed % count == index`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,15 +125,16 @@ pub struct Checked {
     pub entries: Vec<Entry>,
 }
 
-/// Runs a scenario under a fresh oracle, catching a panic; keeps the entries if `record`.
+/// Runs a scenario under `plan` and a fresh oracle for that plan, catching a panic; keeps the
+/// entries if `record`.
 ///
 /// Recording goes through an observer rather than the driver's own recording, so the entries
 /// before a panic survive it.
-pub fn check(scenario: &Scenario, record: bool) -> Checked {
-    let mut oracle = Oracle::new();
+pub fn check(scenario: &Scenario, plan: Plan, record: bool) -> Checked {
+    let mut oracle = Oracle::with_phases(plan.phases());
     let mut recording = Recording { oracle: &mut oracle, entries: Vec::new() };
     let observer: &mut dyn Observer = if record { &mut recording } else { &mut *recording.oracle };
-    let run = catch_unwind(AssertUnwindSafe(|| driver::run(scenario, observer, false)));
+    let run = catch_unwind(AssertUnwindSafe(|| driver::run_plan(scenario, plan, observer, false)));
     let entries = recording.entries;
 
     match run {
@@ -180,8 +150,8 @@ pub fn check(scenario: &Scenario, record: bool) -> Checked {
 }
 
 /// Runs one seed's scenario; see [`check`].
-pub fn check_seed(generator: &Generator, seed: u64, record: bool) -> Checked {
-    check(&generator.generate(seed), record)
+pub fn check_seed(generator: &Generator, seed: u64, plan: Plan, record: bool) -> Checked {
+    check(&generator.generate(seed), plan, record)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -278,7 +248,7 @@ fn job(
             return summary;
         };
 
-        let checked = check_seed(&generator, seed, false);
+        let checked = check_seed(&generator, seed, exploration.plan, false);
         summary.add_seed(&checked.report, &checked.coverage);
         done.fetch_add(1, Ordering::Relaxed);
 

@@ -8,9 +8,9 @@
 //! Generation has two steps. First the strategy draws plain integers: times as ranges of their
 //! own, and one die per item that packs its small decisions (`dice`). Then one pure function
 //! (`resolve`) turns the draws into a scenario: it picks the config (`swarm`), sorts and names
-//! the arrivals, and aims signals, faults, reconnects and cancels at the instants where restarts
-//! go wrong (DESIGN "Scenario"): inside a debounce window, at a timer flush, during another
-//! restart's wait, at a deadline, in a burst of traffic.
+//! the arrivals, and aims signals, faults, reconnects, cancels and agent outages at the instants
+//! where restarts go wrong (DESIGN "Scenario"): inside a debounce window, at a timer flush,
+//! during another restart's wait, at a deadline, in a burst of traffic, while a restart drains.
 //!
 //! Shrinking drops list items (arrivals, signals, faults) and moves times and dice towards 0,
 //! which is the plain case of every decision; the keys a scenario lists are only those its
@@ -42,7 +42,10 @@ mod resolve;
 mod swarm;
 
 /// The generator's version: a seed means the same scenario on every machine until it changes.
-pub const GENERATOR_VERSION: u32 = 1;
+///
+/// Version 2 added agent outages aimed at restarts and closes that take a good part of their
+/// budget, so runs fail while a restart drains (`docs/PLANS.md`, the `tight-retry` plan).
+pub const GENERATOR_VERSION: u32 = 2;
 
 /// The standard parameters, as committed in `scenarios/standard.toml`.
 const STANDARD: &str = include_str!("../../scenarios/standard.toml");
@@ -68,6 +71,8 @@ const RUN_SPECS_MAX: usize = 12;
 const CLOSES_MAX: usize = 3;
 /// Scheduled boots per scenario, at most.
 const BOOTS_MAX: usize = 2;
+/// Agent outages per scenario, at most.
+const OUTAGES_MAX: usize = 2;
 /// Centres of traffic bursts per scenario, at most.
 const CENTRES_MAX: usize = 4;
 /// Per-session and per-channel queue overrides, at most each.
@@ -252,6 +257,7 @@ pub fn scenario_strategy(params: &Params) -> impl Strategy<Value = Scenario> + u
         vec(die, 0..=CANCELS_MAX),
         vec(die, 0..=CLOSES_MAX),
         vec(die, 0..=BOOTS_MAX),
+        vec(die, 0..=OUTAGES_MAX),
     );
     (traffic, world, scripts).prop_map(move |raw| resolve(&names, &params, raw))
 }

@@ -3,7 +3,11 @@
 
 pub mod driver;
 pub mod explore;
+pub mod find_time;
 pub mod generate;
 pub mod log;
 pub mod oracle;
+pub mod plan;
 pub mod scenario;
+pub mod shrink;
+pub mod timeline;

@@ -11,7 +11,7 @@ use std::fmt;
 
 use quiesce::event::{
     Admission, Cause, Event, FlushCause, IgnoreReason, OutcomeKind, Phase, PhaseCounts, Refusal,
-    RunId, Stamped,
+    RunEnd, RunId, Stamped,
 };
 use quiesce::gateway::Place;
 use quiesce::message::{Identity, Key, SessionId};
@@ -126,6 +126,7 @@ impl Coverage {
         DUPLICATE_REFUSED,
         ADMISSION_FAILED,
         RELOAD_DEFERRED,
+        FAILED_WHILE_DRAINING,
     ];
 
     /// Counts one occurrence of `fact`.
@@ -187,6 +188,8 @@ pub const DUPLICATE_REFUSED: &str = "duplicate_refused";
 pub const ADMISSION_FAILED: &str = "admission_failed";
 /// A reload during a reload was deferred.
 pub const RELOAD_DEFERRED: &str = "reload_deferred";
+/// A run failed or timed out after its generation marked draining.
+pub const FAILED_WHILE_DRAINING: &str = "run_failed_while_draining";
 
 /// Where the oracle believes an accepted message is, from the events alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,8 +223,10 @@ struct RestartSeen {
 }
 
 /// Checks every invariant on a run's entries; collects coverage facts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Oracle {
+    /// The restart's phases in the order the plan runs them (S3).
+    phases: &'static [Phase],
     coverage: Coverage,
     ledger: HashMap<Identity, Ledger>,
     /// Per key, acceptance indices in order, and the last admitted index.
@@ -248,10 +253,40 @@ struct KeyOrder {
 
 type Check = Result<(), Violation>;
 
+impl Default for Oracle {
+    fn default() -> Self {
+        Self::with_phases(&Phase::ALL)
+    }
+}
+
 impl Oracle {
-    /// An oracle for one run.
+    /// An oracle for one run under the SPEC plan.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An oracle for one run under a plan whose restarts run `phases` in this order: S3 holds
+    /// a restart to them, and nothing else changes. A historical plan is found by the damage
+    /// it does, not by its order.
+    pub fn with_phases(phases: &'static [Phase]) -> Self {
+        Self {
+            phases,
+            coverage: Coverage::default(),
+            ledger: HashMap::new(),
+            keys: HashMap::new(),
+            next_index: 0,
+            restart: None,
+            draining: Vec::new(),
+            retry_at: HashMap::new(),
+            signal: None,
+            last_timer_flush_ms: None,
+            failed_batch: Vec::new(),
+        }
+    }
+
+    /// Whether the restart in progress waits for the drain next.
+    fn waiting(&self, restart: &RestartSeen) -> bool {
+        self.phases.get(restart.next_phase) == Some(&Phase::Wait)
     }
 
     /// What the run reached.
@@ -298,6 +333,12 @@ impl Oracle {
             Event::CallbackFailed { .. } | Event::ChannelClosed { .. } => Ok(()),
             Event::RunStarted { run, messages, attempt, session, .. } => {
                 self.run_started(stamped, *run, messages, *attempt, session)
+            }
+            Event::RunFinished { end: RunEnd::Failure | RunEnd::Timeout, .. } => {
+                if self.draining.contains(&(stamped.boot, stamped.generation)) {
+                    self.coverage.hit(FAILED_WHILE_DRAINING);
+                }
+                Ok(())
             }
             Event::RunFinished { .. } => Ok(()),
             Event::Requeued { run, session, messages, retry_at_ms } => {
@@ -598,7 +639,7 @@ impl Oracle {
         }
         if let Some(restart) = &self.restart {
             self.coverage.hit(SIGNALS_CLOSE_TOGETHER);
-            if restart.next_phase == WAIT_PHASE {
+            if self.waiting(restart) {
                 self.coverage.hit(SIGNAL_DURING_WAIT);
             }
         }
@@ -676,9 +717,13 @@ impl Oracle {
         Ok(())
     }
 
-    /// S3: phases in order, each once; S6: the wait's result matches the warning.
+    /// S3: phases in the plan's order, each once; S6: the wait's result matches the warning,
+    /// and a wait that says it drained left nothing queued or running.
     fn phase(&mut self, stamped: &Stamped, phase: Phase, counts: &PhaseCounts) -> Check {
         let at = stamped.at_ms;
+        if phase == Phase::Wait && counts.drained {
+            self.check_drained(at)?;
+        }
         let Some(restart) = &mut self.restart else {
             return Err(Violation::new(
                 Invariant::S3,
@@ -686,7 +731,7 @@ impl Oracle {
                 format!("phase {} outside a restart", phase.name()),
             ));
         };
-        let expected = Phase::ALL.get(restart.next_phase).copied();
+        let expected = self.phases.get(restart.next_phase).copied();
         if expected != Some(phase) {
             let reason = format!(
                 "phase {} came where {:?} was due",
@@ -710,12 +755,24 @@ impl Oracle {
         Ok(())
     }
 
+    /// S6: a wait that ends drained leaves no message queued and no run in progress.
+    fn check_drained(&self, at: u64) -> Check {
+        let pending = |held| matches!(held, Held::In(Place::Queue) | Held::In(Place::Run(_)));
+        let Some((message, ledger)) = self.first_held(pending) else { return Ok(()) };
+        let count = self.ledger.values().filter(|l| pending(l.held)).count();
+        let reason =
+            format!("the wait ended drained while {message} was {:?} ({count} such)", ledger.held);
+        Err(Violation::new(Invariant::S6, at, reason))
+    }
+
     fn warning(&mut self, at: u64, remaining: usize) -> Check {
         self.coverage.hit(DEADLINE_REACHED);
-        let Some(restart) = &mut self.restart else {
+        let Some(restart) = &self.restart else {
             return Err(Violation::new(Invariant::S6, at, "a drain warning outside a restart"));
         };
-        if remaining == 0 || restart.warning.is_some() || restart.next_phase != WAIT_PHASE {
+        let waiting = self.waiting(restart);
+        let Some(restart) = &mut self.restart else { unreachable!("checked above") };
+        if remaining == 0 || restart.warning.is_some() || !waiting {
             let reason = format!("drain warning with remaining={remaining} out of place");
             return Err(Violation::new(Invariant::S6, at, reason));
         }
@@ -741,7 +798,7 @@ impl Oracle {
         for message in intake {
             self.expect_held(at, message, &[Held::In(Place::Intake)])?;
         }
-        if let Some(queued) = self.ledger.iter().find(|(_, l)| l.held == Held::In(Place::Queue)) {
+        if let Some(queued) = self.first_held(|held| held == Held::In(Place::Queue)) {
             let reason = format!("{} still queued after the handover", queued.0);
             return Err(Violation::new(Invariant::S6, at, reason));
         }
@@ -795,8 +852,12 @@ impl Oracle {
     /// L1: a restart ends by its deadline plus the close budget; S3: after all six phases.
     fn end_restart(&mut self, at: u64, how: SignalKind) -> Check {
         let Some(restart) = self.restart.take() else { return Ok(()) };
-        if restart.next_phase != Phase::ALL.len() {
-            let reason = format!("restart ended after {} of 6 phases", restart.next_phase);
+        if restart.next_phase != self.phases.len() {
+            let reason = format!(
+                "restart ended after {} of {} phases",
+                restart.next_phase,
+                self.phases.len()
+            );
             return Err(Violation::new(Invariant::S3, at, reason));
         }
         if restart.kind != how {
@@ -848,10 +909,8 @@ impl Oracle {
         }
         self.end_restart(at, SignalKind::Shutdown)?;
         self.retry_at.clear();
-        if let Some((message, ledger)) = self
-            .ledger
-            .iter()
-            .find(|(_, l)| matches!(l.held, Held::In(_) | Held::Accepted | Held::Flushing))
+        if let Some((message, ledger)) =
+            self.first_held(|held| matches!(held, Held::In(_) | Held::Accepted | Held::Flushing))
         {
             let reason = format!(
                 "{message} was {:?} when the process exited, not in the state file",
@@ -895,17 +954,16 @@ impl Oracle {
     /// in the place the events say.
     fn check_places(&self, view: &View<'_>) -> Check {
         let at = view.now_ms;
-        let mut held: HashMap<&Identity, Place> = HashMap::new();
+        if let Some((message, ledger)) =
+            self.first_held(|held| matches!(held, Held::Accepted | Held::Flushing))
+        {
+            let reason = format!("{message} left {:?} without a place", ledger.held);
+            return Err(Violation::new(Invariant::S1, at, reason));
+        }
+        let mut held: HashMap<&Identity, (Place, u64)> = HashMap::new();
         for (message, ledger) in &self.ledger {
-            match ledger.held {
-                Held::In(place) => {
-                    held.insert(message, place);
-                }
-                Held::Accepted | Held::Flushing => {
-                    let reason = format!("{message} left {:?} without a place", ledger.held);
-                    return Err(Violation::new(Invariant::S1, at, reason));
-                }
-                Held::StateFile | Held::Done(_) => {}
+            if let Held::In(place) = ledger.held {
+                held.insert(message, (place, ledger.index));
             }
         }
         let places = view.gateway.map(|g| g.places()).unwrap_or_default();
@@ -915,17 +973,25 @@ impl Oracle {
                 let reason = format!("{message} is in two places at once");
                 return Err(Violation::new(Invariant::S1, at, reason));
             }
-            if held.get(message) != Some(place) {
-                let reason =
-                    format!("{message} is in {place:?}; the events say {:?}", held.get(message));
+            let said = held.get(message).map(|(place, _)| place);
+            if said != Some(place) {
+                let reason = format!("{message} is in {place:?}; the events say {said:?}");
                 return Err(Violation::new(Invariant::S1, at, reason));
             }
         }
-        if let Some((message, place)) = held.iter().find(|(m, _)| !seen.contains_key(*m)) {
+        let vanished = held.iter().filter(|(m, _)| !seen.contains_key(*m));
+        if let Some((message, (place, _))) = vanished.min_by_key(|(_, (_, index))| *index) {
             let reason = format!("{message} vanished from {place:?}: lost");
             return Err(Violation::new(Invariant::S1, at, reason));
         }
         Ok(())
+    }
+
+    /// The earliest accepted message whose place matches, so a violation names the same
+    /// message in every process (hash order differs between processes).
+    fn first_held(&self, wanted: impl Fn(Held) -> bool) -> Option<(&Identity, &Ledger)> {
+        let matching = self.ledger.iter().filter(|(_, l)| wanted(l.held));
+        matching.min_by_key(|(_, l)| l.index)
     }
 }
 
@@ -946,9 +1012,6 @@ fn fault_explains(
 
 /// Where a message may be when the pipeline takes or refuses it.
 const ADMISSIBLE: &[Held] = &[Held::Accepted, Held::Flushing, Held::In(Place::Intake)];
-
-/// The index of the wait phase in [`Phase::ALL`]: the next phase while waiting.
-const WAIT_PHASE: usize = 2;
 
 impl Observer for Oracle {
     fn after_input(&mut self, view: &View<'_>, entries: &[Entry]) -> Result<(), Violation> {

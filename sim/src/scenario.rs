@@ -43,6 +43,9 @@ pub struct Scenario {
     /// Explicit `cancel_key` calls.
     #[serde(default, rename = "cancel")]
     pub cancels: Vec<Cancel>,
+    /// Times when the agent is down: runs due to end inside one fail.
+    #[serde(default, rename = "outage")]
+    pub outages: Vec<Outage>,
     /// How long the nth close of listeners and channels takes; later closes take 0.
     #[serde(default)]
     pub close_ms: Vec<u64>,
@@ -222,6 +225,17 @@ pub struct Cancel {
     pub key: Key,
 }
 
+/// A time when the agent is down, as when its provider has an outage: every run due to end
+/// successfully at or after `from_ms` and before `until_ms` ends as a failure instead.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outage {
+    /// When it begins.
+    pub from_ms: u64,
+    /// When it ends; a run due to end at this instant succeeds again.
+    pub until_ms: u64,
+}
+
 /// Why a scenario file could not be used.
 #[derive(Debug)]
 pub struct ScenarioError {
@@ -307,6 +321,11 @@ impl Scenario {
         })
     }
 
+    /// Whether the agent is down at `at_ms`: a run due to end then fails.
+    pub fn agent_down(&self, at_ms: u64) -> bool {
+        self.outages.iter().any(|o| o.from_ms <= at_ms && at_ms < o.until_ms)
+    }
+
     /// The time of the last scripted input.
     pub fn last_input_ms(&self) -> u64 {
         let arrivals = self.arrivals.iter().map(|a| a.at_ms);
@@ -347,6 +366,16 @@ impl Scenario {
                 field: Some(format!("signal[{n}].config.{}", e.field())),
                 ..config_error(e)
             })?;
+        }
+        for (n, outage) in self.outages.iter().enumerate() {
+            if outage.until_ms < outage.from_ms {
+                return Err(ScenarioError {
+                    file: None,
+                    line: None,
+                    field: Some(format!("outage[{n}].until_ms")),
+                    reason: "must not be before `from_ms`".to_owned(),
+                });
+            }
         }
         for (n, fault) in self.faults.iter().enumerate() {
             if fault.message.is_none() && fault.at_ms.is_none() {

@@ -89,7 +89,7 @@ fn replay_prints_the_same_bytes_twice() {
     assert_eq!(first.status.code(), second.status.code());
     assert_eq!(first.stdout, second.stdout);
     let stdout = String::from_utf8(first.stdout).expect("the log is text");
-    assert!(stdout.starts_with("SEED=3 PLAN=spec GEN=1\n"), "{stdout}");
+    assert!(stdout.starts_with("SEED=3 PLAN=spec GEN=2\n"), "{stdout}");
     assert!(stdout.contains("verdict: "), "{stdout}");
 }
 
@@ -101,7 +101,7 @@ fn explore_reports_as_json() {
     let report: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON object");
 
-    assert_eq!(report["gen"], 1);
+    assert_eq!(report["gen"], 2);
     assert_eq!(report["plan"], "spec");
     assert_eq!(report["shard"], "1/3");
     let failed = !report["failure"].is_null();
@@ -109,4 +109,49 @@ fn explore_reports_as_json() {
     if !failed {
         assert_eq!(report["seeds_run"], 6);
     }
+}
+
+#[test]
+fn shrink_writes_a_minimal_scenario_and_says_what_it_removed() {
+    let output_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("shrunk-no-drain.toml");
+    let path = output_path.to_str().expect("a UTF-8 path");
+    let output = sim(&["shrink", "--seed", "10", "--plan", "no-drain", "-o", path]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).expect("the report is text");
+    assert!(stdout.contains("before: "), "{stdout}");
+    assert!(stdout.contains("after:  1 messages, 1 signals, 1 keys, 1 sessions"), "{stdout}");
+    assert!(stdout.contains("removed: "), "{stdout}");
+    let rerun = sim(&["run", path, "--plan", "no-drain"]);
+    assert_eq!(rerun.status.code(), Some(1), "the minimal scenario still fails");
+    assert_eq!(sim(&["run", path]).status.code(), Some(0), "and holds under spec");
+}
+
+#[test]
+fn shrink_of_a_seed_that_holds_exits_2() {
+    let output = sim(&["shrink", "--seed", "3"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("nothing to shrink"), "{}", stderr(&output));
+}
+
+#[test]
+fn timeline_writes_an_svg() {
+    let output_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("timeline.svg");
+    let path = output_path.to_str().expect("a UTF-8 path");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/plan-no-drain.toml");
+    let output = sim(&["timeline", scenario, "--plan", "no-drain", "-o", path]);
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let svg = std::fs::read_to_string(path).expect("the SVG was written");
+    assert!(svg.starts_with("<svg "), "{}", &svg[..svg.len().min(80)]);
+    assert!(svg.contains("class=\"violation\""));
+}
+
+#[test]
+fn find_time_prints_the_table() {
+    let output = sim(&["find-time", "--plan", "no-drain", "--starts", "2", "--seeds-max", "50"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).expect("the table is text");
+    assert!(stdout.contains("| plan | median seeds | max seeds | found | caught by |"), "{stdout}");
+    assert!(stdout.contains("| `no-drain` |"), "{stdout}");
 }

@@ -51,7 +51,7 @@ fn standard_params_are_the_designed_world() {
     assert_eq!(params.span_ms, 30_000);
     assert!(params.swarm);
     assert_eq!(params.config, None);
-    assert_eq!(GENERATOR_VERSION, 1);
+    assert_eq!(GENERATOR_VERSION, 2);
 }
 
 #[test]

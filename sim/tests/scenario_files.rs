@@ -67,7 +67,8 @@ fn committed_scenarios_round_trip() {
     for entry in std::fs::read_dir(dir).expect("scenarios/ exists") {
         let path = entry.expect("readable").path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if !name.starts_with('f') || path.extension().is_none_or(|e| e != "toml") {
+        let scenario_file = name.starts_with('f') || name.starts_with("plan-");
+        if !scenario_file || path.extension().is_none_or(|e| e != "toml") {
             continue;
         }
         let scenario = Scenario::from_file(&path).expect("committed scenarios parse");
@@ -75,5 +76,11 @@ fn committed_scenarios_round_trip() {
         assert_eq!(again, scenario, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 10, "F1 to F10");
+    assert_eq!(seen, 15, "F1 to F10 and the five historical plans");
+}
+
+#[test]
+fn outage_ending_before_it_begins_is_refused() {
+    let e = error(&format!("{KEY}\n[[outage]]\nfrom_ms = 10\nuntil_ms = 5\n"));
+    assert_eq!(e.field.as_deref(), Some("outage[0].until_ms"));
 }

@@ -14,8 +14,8 @@ use super::Params;
 use super::dice::{Dice, Pick, picks};
 use super::swarm::{self, Knobs};
 use crate::scenario::{
-    Arrival, Cancel, Fault, KeySpec, Reconnect, RunBehaviour, RunOutcome, RunSpec, Scenario,
-    SignalSpec,
+    Arrival, Cancel, Fault, KeySpec, Outage, Reconnect, RunBehaviour, RunOutcome, RunSpec,
+    Scenario, SignalSpec,
 };
 
 /// Which run of a session a scripted behaviour may name, at most.
@@ -32,7 +32,7 @@ const FAULT_REASONS: [&str; 3] = ["scripted fault", "lock timeout", "session clo
 pub(super) type Raw = (
     ([u64; 5], [u64; 5], Vec<u64>, Vec<u64>, Vec<(u64, u64)>, Vec<(u64, u64, u64)>),
     (Vec<u64>, Vec<(u64, u64)>, Vec<(u64, u64)>, Vec<u64>, Vec<u64>),
-    (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>),
+    (Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>, Vec<u64>),
 );
 
 /// The draws of one scenario, by name.
@@ -54,13 +54,14 @@ struct Draws {
     cancels: Vec<u64>,
     closes: Vec<u64>,
     boots: Vec<u64>,
+    outages: Vec<u64>,
 }
 
 impl Draws {
     fn new(raw: Raw) -> Self {
         let ((config, knobs, centres, shapes, arrivals, signals), world, scripts) = raw;
         let (channel_windows, session_overrides, channel_overrides, redeliveries, runs) = world;
-        let (faults, reconnects, cancels, closes, boots) = scripts;
+        let (faults, reconnects, cancels, closes, boots, outages) = scripts;
         Self {
             config: picks(&config.map(Dice::new)),
             knobs: picks(&knobs.map(Dice::new)),
@@ -78,6 +79,7 @@ impl Draws {
             cancels,
             closes,
             boots,
+            outages,
         }
     }
 }
@@ -209,6 +211,7 @@ impl<'a> Resolver<'a> {
         self.add_cancels(&draws.cancels);
         self.add_closes(&draws.closes);
         self.add_boots(&draws.boots);
+        self.add_outages(&draws.outages);
 
         self.add_keys();
         self.scenario.quiet_ms = self.quiet_ms();
@@ -417,13 +420,19 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Close durations: usually quick, sometimes past the close budget.
+    /// Close durations: quick, or a good part of the close budget, so runs in progress end
+    /// while the gateway drains, or past the budget.
     fn add_closes(&mut self, dice: &[u64]) {
         let budget_ms = self.scenario.config.close_budget_ms;
+        let slow_pct = self.knobs.slow_close_pct;
         for pick in dice.iter().map(|&d| Dice::new(d).pick()) {
-            let slow = pick.chance(self.knobs.slow_close_pct);
-            let close_ms =
-                if slow { pick.scale(budget_ms, budget_ms * 2 + 1) } else { pick.scale(0, 100) };
+            let close_ms = if pick.chance(slow_pct) {
+                pick.scale(budget_ms, budget_ms * 2 + 1)
+            } else if pick.chance(slow_pct + 40) {
+                pick.scale(budget_ms / 4, budget_ms)
+            } else {
+                pick.scale(0, 100)
+            };
             self.scenario.close_ms.push(close_ms);
         }
     }
@@ -445,6 +454,29 @@ impl<'a> Resolver<'a> {
             self.scenario.boots.push(at_ms);
         }
         self.scenario.boots.sort_unstable();
+    }
+
+    /// Agent outages: mostly over a whole restart, from its signal to past its deadline and
+    /// close budget, so runs fail while the gateway waits and while it drains; sometimes
+    /// anywhere in the traffic.
+    fn add_outages(&mut self, dice: &[u64]) {
+        let config = &self.scenario.config;
+        let restart_ms = config.reload.deadline_ms.max(config.stop.deadline_ms);
+        let budget_ms = config.close_budget_ms;
+        for aimed in dice.iter().map(|&d| Aimed::read(d)) {
+            let signals = &self.scenario.signals;
+            let outage = match signals.get(aimed.target % signals.len().max(1)) {
+                Some(signal) if aimed.pick.chance(70) => Outage {
+                    from_ms: signal.at_ms,
+                    until_ms: signal.at_ms + restart_ms + budget_ms + aimed.pick.scale(0, 2_000),
+                },
+                _ => {
+                    let from_ms = aimed.pick.scale(0, self.params.span_ms);
+                    Outage { from_ms, until_ms: from_ms + aimed.pick.scale(100, 5_000) }
+                }
+            };
+            self.scenario.outages.push(outage);
+        }
     }
 
     /// The keys the scenario uses, in index order: fewer arrivals, fewer keys.
