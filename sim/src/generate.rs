@@ -120,14 +120,7 @@ impl Params {
 
     /// Reads parameters from a file.
     pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
-        let file = Some(path.display().to_string());
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            file: file.clone(),
-            line: None,
-            field: None,
-            reason: e.to_string(),
-        })?;
-        Self::from_toml_str(&text).map_err(|e| ScenarioError { file, ..e })
+        crate::scenario::read_toml_file(path, Self::from_toml_str)
     }
 
     /// Parses parameters from TOML text and checks that they describe a world.

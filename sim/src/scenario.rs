@@ -268,14 +268,7 @@ impl std::error::Error for ScenarioError {}
 impl Scenario {
     /// Reads a scenario file.
     pub fn from_file(path: &Path) -> Result<Self, ScenarioError> {
-        let file = Some(path.display().to_string());
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            file: file.clone(),
-            line: None,
-            field: None,
-            reason: e.to_string(),
-        })?;
-        Self::from_toml_str(&text).map_err(|e| ScenarioError { file, ..e })
+        read_toml_file(path, Self::from_toml_str)
     }
 
     /// Parses a scenario from TOML text and checks that every name it uses is defined.
@@ -390,6 +383,21 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Reads a TOML file and parses it with `parse`; every error names the file.
+pub(crate) fn read_toml_file<T>(
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, ScenarioError>,
+) -> Result<T, ScenarioError> {
+    let file = Some(path.display().to_string());
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        file: file.clone(),
+        line: None,
+        field: None,
+        reason: e.to_string(),
+    })?;
+    parse(&text).map_err(|e| ScenarioError { file, ..e })
 }
 
 /// A config error, with the field and line the config reader found.
