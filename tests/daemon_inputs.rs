@@ -74,6 +74,20 @@ fn bad_flag_exits_2_with_usage() {
 }
 
 #[test]
+fn state_path_that_is_a_directory_exits_2_and_is_left_alone() {
+    let files = Files::new(QUICK);
+    let directory = files.path("state-dir");
+    std::fs::create_dir(&directory).expect("make the directory");
+    let state = directory.to_string_lossy().into_owned();
+
+    let (code, stderr) = run_to_end(&files.serve_args(&["--state", &state]));
+
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is a directory, not a file"), "{stderr}");
+    assert!(directory.is_dir(), "the directory is where it was");
+}
+
+#[test]
 fn bad_config_on_reload_keeps_the_old_one() {
     let files = Files::new(QUICK);
     let mut daemon = start(&files, &[], "stderr.log");

@@ -411,6 +411,20 @@ pub(crate) fn toml_error(text: &str, error: &toml::de::Error) -> ScenarioError {
     let line =
         error.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = error.message().to_owned();
-    let field = message.split('`').nth(1).filter(|_| message.contains("field")).map(str::to_owned);
+    let named = message.split('`').nth(1).filter(|_| message.contains("field")).map(str::to_owned);
+    let field = named.or_else(|| line.and_then(|line| field_at_line(text, line)));
     ScenarioError { file: None, line, field, reason: message }
+}
+
+/// The dotted field a `key = value` line sets, under the nearest table header above it, such as
+/// `arrival.at_ms`: serde's type errors name the line but not the field.
+fn field_at_line(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let key = lines.get(line.checked_sub(1)?)?.split_once('=')?.0.trim();
+    if key.is_empty() {
+        return None;
+    }
+    let header = lines[..line - 1].iter().rev().map(|l| l.trim()).find(|l| l.starts_with('['));
+    let table = header.map(|h| h.trim_matches(|c| c == '[' || c == ']').trim());
+    Some(table.map_or_else(|| key.to_owned(), |table| format!("{table}.{key}")))
 }

@@ -51,6 +51,7 @@ fn bad_reload_config_is_named() {
 fn negative_time_is_refused() {
     let e = error(&format!("{KEY}\n[[arrival]]\nat_ms = -5\nkey = \"K\"\nid = \"1\"\n"));
     assert_eq!(e.line, Some(9));
+    assert_eq!(e.field.as_deref(), Some("arrival.at_ms"));
 }
 
 #[test]
@@ -83,4 +84,10 @@ fn committed_scenarios_round_trip() {
 fn outage_ending_before_it_begins_is_refused() {
     let e = error(&format!("{KEY}\n[[outage]]\nfrom_ms = 10\nuntil_ms = 5\n"));
     assert_eq!(e.field.as_deref(), Some("outage[0].until_ms"));
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let e = error(&format!("{KEY}\n[[signal]]\nat_ms = 0\nkind = \"reboot\"\n"));
+    assert_eq!((e.line, e.field.as_deref()), (Some(10), Some("signal.kind")));
 }

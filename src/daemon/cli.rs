@@ -136,7 +136,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     let mut args = args.into_iter();
     match args.next().as_deref().and_then(|a| a.to_str()) {
         Some("serve") => {}
-        Some("-h" | "--help") | None => return Ok(Command::Help),
+        Some("-h" | "--help") => return Ok(Command::Help),
+        None => return Err(UsageError("a command is required: serve".into())),
         Some(other) => {
             return Err(UsageError(format!("unknown command {other:?}; expected serve")));
         }
@@ -189,6 +190,12 @@ impl Flags {
             (None, None) => Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 0))),
         };
         let state = self.state.unwrap_or_else(|| with_suffix(&config, "state"));
+        if state.is_dir() {
+            // Setting a directory aside as an unreadable state file would move the user's
+            // directory; refuse it before anything is touched.
+            let shown = state.display();
+            return Err(UsageError(format!("--state {shown} is a directory, not a file")));
+        }
         Ok(ServeOptions {
             config,
             listen,
@@ -462,6 +469,7 @@ mod tests {
     fn refuses_bad_command_lines() {
         let error = |line: &str| parse(args(line)).err().map(|e| e.0).unwrap_or_default();
 
+        assert_eq!(error(""), "a command is required: serve");
         assert_eq!(error("start"), "unknown command \"start\"; expected serve");
         assert_eq!(error("serve"), "--config FILE is required");
         assert_eq!(error("serve --config q --port 1"), "unknown flag --port");
