@@ -64,8 +64,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ExploreArgs {
-    /// How many seeds to run (of this shard).
-    #[arg(long, default_value_t = DEFAULT_SEEDS)]
+    /// How many seeds to run (of this shard); at least 1, so a pass always means something.
+    #[arg(long, default_value_t = DEFAULT_SEEDS, value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
     /// The first seed.
     #[arg(long, default_value_t = 0)]

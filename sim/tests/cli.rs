@@ -155,3 +155,9 @@ fn find_time_prints_the_table() {
     assert!(stdout.contains("| plan | median seeds | max seeds | found | caught by |"), "{stdout}");
     assert!(stdout.contains("| `no-drain` |"), "{stdout}");
 }
+
+#[test]
+fn zero_seeds_exits_2() {
+    let output = sim(&["explore", "--seeds", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+}
