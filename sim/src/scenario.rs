@@ -343,6 +343,25 @@ impl Scenario {
             field: Some(field),
             reason: format!("names `{name}`, which no [[key]] defines"),
         };
+        let invalid = |field: String, reason: &str| ScenarioError {
+            file: None,
+            line: None,
+            field: Some(field),
+            reason: reason.to_owned(),
+        };
+        for (n, key) in self.keys.iter().enumerate() {
+            if self.keys[..n].iter().any(|k| k.name == key.name) {
+                return Err(invalid(format!("key[{n}].name"), "is defined twice"));
+            }
+        }
+        for (n, run) in self.runs.iter().enumerate() {
+            if run.nth == 0 {
+                return Err(invalid(
+                    format!("run[{n}].nth"),
+                    "must be at least 1: runs count from 1",
+                ));
+            }
+        }
         for (n, arrival) in self.arrivals.iter().enumerate() {
             if self.key(&arrival.key).is_none() {
                 return Err(unknown(format!("arrival[{n}].key"), arrival.key.as_str()));

@@ -91,3 +91,15 @@ fn wrong_type_names_the_field() {
     let e = error(&format!("{KEY}\n[[signal]]\nat_ms = 0\nkind = \"reboot\"\n"));
     assert_eq!((e.line, e.field.as_deref()), (Some(10), Some("signal.kind")));
 }
+
+#[test]
+fn a_key_defined_twice_is_refused() {
+    let e = error(&format!("{KEY}{KEY}"));
+    assert_eq!(e.field.as_deref(), Some("key[1].name"));
+}
+
+#[test]
+fn run_zero_is_refused() {
+    let e = error(&format!("{KEY}\n[[run]]\nsession = \"S\"\nnth = 0\n"));
+    assert_eq!(e.field.as_deref(), Some("run[0].nth"));
+}
