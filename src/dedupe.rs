@@ -132,6 +132,37 @@ mod tests {
     }
 
     #[test]
+    fn is_empty_until_something_is_accepted() {
+        let mut dedupe = Dedupe::new();
+        assert!(dedupe.is_empty());
+        dedupe.admit(0, &identity("tg", "1"));
+        assert!(!dedupe.is_empty());
+    }
+
+    #[test]
+    fn export_leaves_out_what_has_expired() {
+        let mut dedupe = Dedupe::new();
+        dedupe.admit(0, &identity("tg", "old"));
+        dedupe.admit(1, &identity("tg", "young"));
+        let exported = dedupe.export(DEDUPE_TTL_MS);
+        assert_eq!(exported, vec![(identity("tg", "young"), DEDUPE_TTL_MS - 1)]);
+    }
+
+    #[test]
+    fn import_skips_known_and_expired_entries() {
+        let mut dedupe = Dedupe::new();
+        dedupe.admit(0, &identity("tg", "known"));
+        let entries = [
+            (identity("tg", "known"), 10),
+            (identity("tg", "expired"), DEDUPE_TTL_MS),
+            (identity("tg", "fresh"), DEDUPE_TTL_MS - 1),
+        ];
+        dedupe.import(DEDUPE_TTL_MS, &entries);
+        assert_eq!(dedupe.len(), 2, "the known one once, the fresh one; not the expired one");
+        assert!(dedupe.admit(DEDUPE_TTL_MS, &identity("tg", "expired")));
+    }
+
+    #[test]
     fn export_and_import_keep_ages() {
         let mut dedupe = Dedupe::new();
         dedupe.admit(1_000, &identity("tg", "1"));
