@@ -89,6 +89,11 @@ impl Debouncer {
         self.buffers.len()
     }
 
+    /// How many messages the buffers hold, summed over keys.
+    pub fn buffered_count(&self) -> usize {
+        self.buffers.values().map(|buffer| buffer.messages.len()).sum()
+    }
+
     /// The buffers' messages, oldest buffer first.
     pub fn messages(&self) -> impl Iterator<Item = &Message> {
         self.by_seq.values().flat_map(|key| self.buffers[key].messages.iter())

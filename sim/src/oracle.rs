@@ -5,6 +5,14 @@
 //! twice, skips a place or gets a second outcome fails at once (S1). After every input the
 //! ledger is compared with where the core really holds messages, so a message the core drops
 //! without an event fails at the same input, not at the end.
+//!
+//! That comparison is kept cheap: the ledger counts its messages per place as they move, and
+//! after an ordinary input only those counts are compared with the core's
+//! ([`Gateway::place_counts`]). A message lost or duplicated changes a count, and a count that
+//! differs triggers the full comparison, message by message, which names the culprit. The full
+//! comparison also runs after every input that moves a restart on (a signal, a phase, a
+//! handover, a state file, an exit), so a message that swapped places with another without
+//! changing any count is still caught by the end of the restart it happened in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -13,7 +21,7 @@ use quiesce::event::{
     Admission, Cause, Event, FlushCause, IgnoreReason, OutcomeKind, Phase, PhaseCounts, Refusal,
     RunEnd, RunId, Stamped,
 };
-use quiesce::gateway::Place;
+use quiesce::gateway::{Gateway, Place};
 use quiesce::message::{Identity, Key, SessionId};
 use quiesce::pipeline::RETRY_MIN_MS;
 use quiesce::signal::{Origin, SignalKind};
@@ -229,6 +237,10 @@ pub struct Oracle {
     phases: &'static [Phase],
     coverage: Coverage,
     ledger: HashMap<Identity, Ledger>,
+    /// How many ledger messages each place holds, empty places left out.
+    tally: BTreeMap<Place, usize>,
+    /// How many ledger messages are accepted or flushing: placed by the input's later events.
+    unplaced: usize,
     /// Per key, acceptance indices in order, and the last admitted index.
     keys: HashMap<Key, KeyOrder>,
     next_index: u64,
@@ -273,6 +285,8 @@ impl Oracle {
             phases,
             coverage: Coverage::default(),
             ledger: HashMap::new(),
+            tally: BTreeMap::new(),
+            unplaced: 0,
             keys: HashMap::new(),
             next_index: 0,
             restart: None,
@@ -386,6 +400,7 @@ impl Oracle {
         }
         self.ledger
             .insert(message.clone(), Ledger { held: Held::Accepted, key: key.cloned(), index });
+        self.count_in(Held::Accepted);
         Ok(())
     }
 
@@ -949,7 +964,52 @@ impl Oracle {
             let reason = format!("{message} moved to {to:?} after its outcome {}", kind.name());
             return Err(Violation::new(Invariant::S1, at, reason));
         }
-        ledger.held = to;
+        let from = std::mem::replace(&mut ledger.held, to);
+        self.count_out(from);
+        self.count_in(to);
+        Ok(())
+    }
+
+    fn count_in(&mut self, held: Held) {
+        match held {
+            Held::Accepted | Held::Flushing => self.unplaced += 1,
+            Held::In(place) => *self.tally.entry(place).or_default() += 1,
+            Held::StateFile | Held::Done(_) => {}
+        }
+    }
+
+    fn count_out(&mut self, held: Held) {
+        match held {
+            Held::Accepted | Held::Flushing => self.unplaced -= 1,
+            Held::In(place) => {
+                if let Some(count) = self.tally.get_mut(&place) {
+                    *count -= 1;
+                    if *count == 0 {
+                        self.tally.remove(&place);
+                    }
+                }
+            }
+            Held::StateFile | Held::Done(_) => {}
+        }
+    }
+
+    /// S1 after an input: nothing is left between places, and the core holds what the ledger
+    /// says. Counts first; the full comparison when they differ or when `thorough`.
+    fn check_after_input(&self, view: &View<'_>, thorough: bool) -> Check {
+        if self.unplaced > 0 {
+            return self.check_places(view);
+        }
+        let counts = view.gateway.map(Gateway::place_counts).unwrap_or_default();
+        let tallied = self.tally.iter().map(|(&place, &count)| (place, count));
+        if !thorough && tallied.clone().eq(counts.iter().copied()) {
+            return Ok(());
+        }
+        self.check_places(view)?;
+        if tallied.clone().ne(counts.iter().copied()) {
+            let tallied: Vec<_> = tallied.collect();
+            let reason = format!("the core counts {counts:?} but holds {tallied:?}");
+            return Err(Violation::new(Invariant::S1, view.now_ms, reason));
+        }
         Ok(())
     }
 
@@ -1013,6 +1073,24 @@ fn fault_explains(
     })
 }
 
+/// Whether an entry moves a restart or a process on: after such an input the oracle compares
+/// every message's place, not only the counts.
+fn moves_restart_on(entry: &Entry) -> bool {
+    let Entry::Core(stamped) = entry else { return true };
+    matches!(
+        stamped.event,
+        Event::Signal { .. }
+            | Event::BecameStop { .. }
+            | Event::RestartBegan { .. }
+            | Event::Phase { .. }
+            | Event::HandedOver { .. }
+            | Event::GenerationStarted { .. }
+            | Event::StateSaved { .. }
+            | Event::StateRestored { .. }
+            | Event::Exit { .. }
+    )
+}
+
 /// Where a message may be when the pipeline takes or refuses it.
 const ADMISSIBLE: &[Held] = &[Held::Accepted, Held::Flushing, Held::In(Place::Intake)];
 
@@ -1021,7 +1099,7 @@ impl Observer for Oracle {
         for entry in entries {
             self.entry(view, entry)?;
         }
-        self.check_places(view)
+        self.check_after_input(view, entries.iter().any(moves_restart_on))
     }
 
     /// L2: after the quiet period everything has an outcome and nothing is held anywhere.

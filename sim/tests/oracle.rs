@@ -33,9 +33,13 @@ fn scenario(file: &str) -> Scenario {
 
 /// The invariant the oracle reports when `tamper` edits each input's entries.
 fn violated(file: &str, tamper: impl FnMut(&mut Vec<Entry>)) -> Option<Invariant> {
+    violation(file, tamper).map(|v| v.invariant)
+}
+
+/// The violation the oracle reports when `tamper` edits each input's entries.
+fn violation(file: &str, tamper: impl FnMut(&mut Vec<Entry>)) -> Option<Violation> {
     let mut observer = Tampered { oracle: Oracle::new(), tamper };
-    let report = driver::run(&scenario(file), &mut observer, false);
-    report.violation.map(|v| v.invariant)
+    driver::run(&scenario(file), &mut observer, false).violation
 }
 
 fn is(entry: &Entry, wanted: impl Fn(&Event) -> bool) -> bool {
@@ -53,6 +57,27 @@ fn a_lost_outcome_is_a_loss() {
         entries.retain(|e| !is(e, |ev| matches!(ev, Event::Outcome { .. })));
     };
     assert_eq!(violated("f4-same-key-runs-in-order.toml", drop_outcomes), Some(Invariant::S1));
+}
+
+/// The oracle compares counts per place after an ordinary input; a message the events put in
+/// the wrong place changes two counts, and fails at that very input.
+#[test]
+fn a_wrong_place_fails_at_the_input_that_moved_it() {
+    let mut moved_at = None;
+    let intake_instead_of_buffer = |entries: &mut Vec<Entry>| {
+        for entry in entries.iter_mut() {
+            let Entry::Core(stamped) = entry else { continue };
+            if let (Event::Buffered { message, .. }, None) = (&stamped.event, moved_at) {
+                moved_at = Some(stamped.at_ms);
+                stamped.event = Event::Intake { message: message.clone() };
+            }
+        }
+    };
+    let found = violation("f1-flush-before-reload.toml", intake_instead_of_buffer);
+    let found = found.expect("a message in the wrong place is found");
+    assert_eq!(found.invariant, Invariant::S1);
+    assert!(found.reason.contains("the events say Some(Intake)"), "{}", found.reason);
+    assert_eq!(Some(found.at_ms), moved_at, "found at the input that misplaced it");
 }
 
 #[test]
