@@ -5,7 +5,9 @@
 //! refusals (SPEC 2.4). This keeps the debouncer a plain data structure that tests can drive
 //! with a closure.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use crate::event::FlushCause;
 use crate::message::{Batch, ChannelId, Key, Message};
@@ -72,7 +74,7 @@ impl Debouncer {
             channel,
             window_ms,
             keys_max,
-            buffers: HashMap::new(),
+            buffers: HashMap::default(),
             by_seq: BTreeMap::new(),
             timers: BTreeSet::new(),
             next_seq: 0,
@@ -114,17 +116,18 @@ impl Debouncer {
     ) -> Offered {
         let window_ms = self.window_of(&message);
         let key = match &message.key {
-            Some(key) if window_ms > 0 && message.debounce => key.clone(),
+            Some(key) if window_ms > 0 && message.debounce => key,
             _ => return self.admit_alone(message, admit),
         };
 
-        if self.buffers.contains_key(&key) {
-            return self.append(now_ms, &key, message, window_ms);
+        if let Some(buffer) = self.buffers.get_mut(key) {
+            return append(&mut self.timers, buffer, now_ms, message, window_ms);
         }
         if self.buffers.len() >= self.keys_max {
             admit(Batch::single(message), FlushCause::Unbuffered);
             return Offered::Admitted;
         }
+        let key = key.clone();
         self.create(now_ms, key, message, window_ms)
     }
 
@@ -236,19 +239,6 @@ impl Debouncer {
         Offered::Buffered { due_ms }
     }
 
-    fn append(&mut self, now_ms: u64, key: &Key, message: Message, window_ms: u64) -> Offered {
-        let Some(buffer) = self.buffers.get_mut(key) else {
-            unreachable!("append is called for a buffered key");
-        };
-        let due_ms = (now_ms + window_ms).min(buffer.max_due_ms);
-
-        self.timers.remove(&(buffer.due_ms, buffer.seq));
-        self.timers.insert((due_ms, buffer.seq));
-        buffer.due_ms = due_ms;
-        buffer.messages.push(message);
-        Offered::Buffered { due_ms }
-    }
-
     fn flush_key_as(
         &mut self,
         key: &Key,
@@ -267,6 +257,23 @@ impl Debouncer {
         self.timers.remove(&(buffer.due_ms, buffer.seq));
         Some(Batch { messages: buffer.messages })
     }
+}
+
+/// Adds a message to its key's buffer and pushes the buffer's flush back, never past its
+/// bounded wait.
+fn append(
+    timers: &mut BTreeSet<(u64, u64)>,
+    buffer: &mut Buffer,
+    now_ms: u64,
+    message: Message,
+    window_ms: u64,
+) -> Offered {
+    let due_ms = (now_ms + window_ms).min(buffer.max_due_ms);
+    timers.remove(&(buffer.due_ms, buffer.seq));
+    timers.insert((due_ms, buffer.seq));
+    buffer.due_ms = due_ms;
+    buffer.messages.push(message);
+    Offered::Buffered { due_ms }
 }
 
 /// Every debouncer of one generation, in registration order (SPEC 2.5).

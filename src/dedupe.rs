@@ -4,7 +4,9 @@
 //! one message from being owed two outcomes. The memory travels with the handover and the
 //! state file, so a redelivery after a restart is still recognised.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use crate::message::Identity;
 

@@ -11,9 +11,26 @@ use serde::{Deserialize, Serialize};
 macro_rules! name {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub Arc<str>);
+
+        /// Equal text, checked by pointer first: clones of one name share their text, and the
+        /// pointer spares a read of text that is often far away in memory.
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        /// The text's hash, as equality compares the text.
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
 
         impl $name {
             /// The name as text.
@@ -184,5 +201,23 @@ impl Work {
     /// A batch that has not run yet.
     pub fn fresh(batch: Batch) -> Self {
         Self { batch, attempts: 0, interrupted: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn names_compare_by_text_whatever_the_allocation() {
+        let (a, b) = (Key::from("k1"), Key::from("k1"));
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a, b);
+        assert_eq!(a, a.clone());
+        assert_ne!(a, Key::from("k2"));
+        let hasher = std::collections::hash_map::RandomState::new();
+        assert_eq!(hasher.hash_one(&a), hasher.hash_one(&b));
     }
 }

@@ -14,7 +14,9 @@
 //! handover, a state file, an exit), so a message that swapped places with another without
 //! changing any count is still caught by the end of the restart it happened in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::fmt;
 
 use quiesce::event::{
@@ -284,14 +286,14 @@ impl Oracle {
         Self {
             phases,
             coverage: Coverage::default(),
-            ledger: HashMap::new(),
+            ledger: HashMap::default(),
             tally: BTreeMap::new(),
             unplaced: 0,
-            keys: HashMap::new(),
+            keys: HashMap::default(),
             next_index: 0,
             restart: None,
             draining: Vec::new(),
-            retry_at: HashMap::new(),
+            retry_at: HashMap::default(),
             signal: None,
             last_timer_flush_ms: None,
             failed_batch: Vec::new(),
@@ -495,7 +497,7 @@ impl Oracle {
 
     /// S2: within a run, a key's messages keep acceptance order.
     fn check_run_order(&self, at: u64, run: RunId, messages: &[Identity]) -> Check {
-        let mut last: HashMap<&Key, u64> = HashMap::new();
+        let mut last: HashMap<&Key, u64> = HashMap::default();
         for message in messages {
             let Some(ledger) = self.ledger.get(message) else { continue };
             let Some(key) = &ledger.key else { continue };
@@ -1023,14 +1025,14 @@ impl Oracle {
             let reason = format!("{message} left {:?} without a place", ledger.held);
             return Err(Violation::new(Invariant::S1, at, reason));
         }
-        let mut held: HashMap<&Identity, (Place, u64)> = HashMap::new();
+        let mut held: HashMap<&Identity, (Place, u64)> = HashMap::default();
         for (message, ledger) in &self.ledger {
             if let Held::In(place) = ledger.held {
                 held.insert(message, (place, ledger.index));
             }
         }
         let places = view.gateway.map(|g| g.places()).unwrap_or_default();
-        let mut seen: HashMap<&Identity, Place> = HashMap::new();
+        let mut seen: HashMap<&Identity, Place> = HashMap::default();
         for (message, place) in &places {
             if seen.insert(message, *place).is_some() {
                 let reason = format!("{message} is in two places at once");
