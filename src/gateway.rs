@@ -341,14 +341,15 @@ impl Gateway {
     /// input, which costs a few lengths instead of a list of every message.
     pub fn place_counts(&self) -> Vec<(Place, usize)> {
         let buffered = self.registry.debouncers().iter().map(Debouncer::buffered_count).sum();
-        let mut counts =
-            vec![(Place::Buffer, buffered), (Place::Queue, self.pipeline.queued_count())];
+        let handover = self.handover.as_ref().map_or(0, |h| h.messages().count());
+        let mut counts = Vec::with_capacity(self.pipeline.runs().len() + 4);
+        counts.push((Place::Buffer, buffered));
+        counts.push((Place::Queue, self.pipeline.queued_count()));
+        // Runs by number, so the list stays in place order without a sort.
         counts.extend(self.pipeline.runs().map(|run| (Place::Run(run.id), run.messages().count())));
         counts.push((Place::Intake, self.intake.len()));
-        let handover = self.handover.as_ref().map_or(0, |h| h.messages().count());
         counts.push((Place::Handover, handover));
         counts.retain(|&(_, count)| count > 0);
-        counts.sort_unstable();
         counts
     }
 

@@ -259,7 +259,7 @@ impl Pipeline {
     }
 
     /// Runs in progress, by number.
-    pub fn runs(&self) -> impl Iterator<Item = &Run> {
+    pub fn runs(&self) -> impl ExactSizeIterator<Item = &Run> {
         self.runs.values()
     }
 

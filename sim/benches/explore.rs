@@ -5,10 +5,20 @@
 //! - `explore/generate`, `explore/drive`: the first two of those steps alone, so a regression
 //!   points at its step.
 //!
+//! - `worlds/*`: the same crash-free scenarios (the standard scenario with what the daemon's
+//!   worlds do not model taken out, see `tests/support/worlds.rs`) through the event-jump
+//!   driver, through the daemon on a paused tokio runtime, and through the daemon on turmoil.
+//!   Each world's run is checked to give every message the driver's outcome before it is
+//!   timed. docs/PERFORMANCE.md reports them as ratios to the event-jump driver.
+//!
 //! Each iteration takes the next seed of a fixed cycle, so the figure is a mean over many
 //! different scenarios rather than one scenario's cost.
 //!
 //! Run: `cargo bench -p quiesce-sim --bench explore`.
+
+#[path = "../tests/support/worlds.rs"]
+#[allow(dead_code, reason = "the turmoil world's own clients are for its tests")]
+mod worlds;
 
 use std::hint::black_box;
 
@@ -67,5 +77,53 @@ fn event_jump(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, event_jump);
+/// How many crash-free scenarios the world comparison cycles through.
+const WORLD_SCENARIOS: usize = 10;
+
+/// The first well-spaced crash-free scenarios, each with the driver's last outcome time, and
+/// checked once through both worlds.
+fn world_scenarios() -> Vec<(u64, Scenario, u64)> {
+    let spaced = (0..).filter(|&seed| worlds::well_spaced(&worlds::crash_free(seed)));
+    let chosen: Vec<_> = spaced
+        .take(WORLD_SCENARIOS)
+        .map(|seed| {
+            let scenario = worlds::crash_free(seed);
+            let (expected, last_ms) = worlds::driver_outcomes(&scenario);
+            let paused = worlds::logged_outcomes(&worlds::run_paused(&scenario, last_ms));
+            assert_eq!(paused, expected, "SEED={seed}: the paused runtime disagrees");
+            let turmoil = worlds::run_turmoil(seed, &scenario, last_ms).expect("turmoil runs");
+            assert_eq!(worlds::logged_outcomes(&turmoil), expected, "SEED={seed}: turmoil");
+            (seed, scenario, last_ms)
+        })
+        .collect();
+    chosen
+}
+
+fn worlds(c: &mut Criterion) {
+    let scenarios = world_scenarios();
+    let mut group = c.benchmark_group("worlds");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+
+    let mut turn = cycle();
+    let mut next = || &scenarios[(turn() % WORLD_SCENARIOS as u64) as usize];
+    group.bench_function("event_jump", |b| {
+        b.iter(|| black_box(driver::run(&next().1, &mut Unobserved, false).events))
+    });
+    group.bench_function("tokio_paused", |b| {
+        b.iter(|| {
+            let (_, scenario, last_ms) = next();
+            black_box(worlds::run_paused(scenario, *last_ms).len())
+        })
+    });
+    group.bench_function("turmoil", |b| {
+        b.iter(|| {
+            let (seed, scenario, last_ms) = next();
+            black_box(worlds::run_turmoil(*seed, scenario, *last_ms).expect("turmoil runs").len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, event_jump, worlds);
 criterion_main!(benches);

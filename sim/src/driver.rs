@@ -208,6 +208,8 @@ struct World<'a> {
     faults: Faults,
     record: bool,
     fresh: Vec<Entry>,
+    /// Empty buffers the core's effects and events pass through, kept between inputs.
+    spare: (Vec<Effect>, Vec<Stamped>),
     report: Report,
 }
 
@@ -231,6 +233,7 @@ impl<'a> World<'a> {
             faults,
             record,
             fresh: Vec::new(),
+            spare: (Vec::new(), Vec::new()),
             report: Report::default(),
         };
         world.schedule_script();
@@ -397,11 +400,14 @@ impl<'a> World<'a> {
     /// Takes the core's effects and events and schedules what they ask for.
     fn carry_out(&mut self) {
         let Some(gateway) = self.gateway.as_mut() else { return };
-        let effects = gateway.take_effects();
-        self.fresh.extend(gateway.take_events().into_iter().map(Entry::Core));
-        for effect in effects {
+        let (mut effects, mut events) = std::mem::take(&mut self.spare);
+        gateway.drain_into(&mut effects, &mut events);
+        self.fresh.extend(events.drain(..).map(Entry::Core));
+        for effect in effects.drain(..) {
             self.carry_out_one(effect);
         }
+        // Both buffers go back empty with their capacity: no allocation per input.
+        self.spare = (effects, events);
         self.schedule_tick();
     }
 
