@@ -194,9 +194,8 @@ impl Debouncer {
             return FlushReport { drained: false, flushed: 0, remaining: self.buffers.len() };
         }
         let mut flushed = 0;
-        while let Some((_, key)) = self.by_seq.first_key_value() {
-            let key = key.clone();
-            flushed += usize::from(self.flush_key_as(&key, cause, admit));
+        for batch in self.take_buffers() {
+            flushed += usize::from(admit(batch, cause));
         }
         FlushReport { drained: true, flushed, remaining: 0 }
     }
@@ -204,8 +203,12 @@ impl Debouncer {
     /// Takes every buffer out without admitting it, oldest first: what a flush could not reach
     /// goes to the handover this way.
     pub fn take_buffers(&mut self) -> Vec<Batch> {
-        let keys: Vec<Key> = self.by_seq.values().cloned().collect();
-        keys.iter().filter_map(|key| self.remove(key)).collect()
+        // Everything goes, so the timers and the order are dropped whole rather than entry by
+        // entry: a restart's flush of many buffers costs one map lookup per buffer.
+        self.timers.clear();
+        let oldest_first = std::mem::take(&mut self.by_seq).into_values();
+        let buffers = oldest_first.filter_map(|key| self.buffers.remove(&key));
+        buffers.map(|buffer| Batch { messages: buffer.messages }).collect()
     }
 
     fn window_of(&self, message: &Message) -> u64 {

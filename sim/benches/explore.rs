@@ -4,6 +4,8 @@
 //!   (no event log rendered). The target is 25,000 per second per core: 40 us per seed.
 //! - `explore/generate`, `explore/drive`: the first two of those steps alone, so a regression
 //!   points at its step.
+//! - `explore/jobs_1`, `explore/jobs_2`: `explore` itself over 2,000 seeds on one and two
+//!   threads (target: two jobs at least 1.8 times one job on two cores).
 //!
 //! - `worlds/*`: the same crash-free scenarios (the standard scenario with what the daemon's
 //!   worlds do not model taken out, see `tests/support/worlds.rs`) through the event-jump
@@ -24,7 +26,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiesce_sim::driver::{self, Unobserved};
-use quiesce_sim::explore::{self, Plan};
+use std::sync::atomic::AtomicU64;
+
+use quiesce_sim::explore::{self, Exploration, Plan, Shard};
 use quiesce_sim::generate::{Generator, Params};
 use quiesce_sim::scenario::Scenario;
 
@@ -74,8 +78,31 @@ fn event_jump(c: &mut Criterion) {
             black_box(driver::run(scenario, &mut Unobserved, false).events)
         })
     });
+
+    for jobs in [1, 2] {
+        let exploration = Exploration {
+            params: Params::standard(),
+            plan: Plan::Spec,
+            start: 0,
+            seeds: JOB_SEEDS,
+            shard: Shard::default(),
+            jobs,
+        };
+        group.throughput(Throughput::Elements(JOB_SEEDS));
+        group.sample_size(10);
+        group.bench_function(format!("jobs_{jobs}"), |b| {
+            b.iter(|| {
+                let summary = explore::explore(&exploration, &AtomicU64::new(0));
+                assert!(summary.failures.is_empty(), "{:?}", summary.first_failure());
+                black_box(summary.seeds_run)
+            })
+        });
+    }
     group.finish();
 }
+
+/// Seeds per run of the job-scaling benchmarks.
+const JOB_SEEDS: u64 = 2_000;
 
 /// How many crash-free scenarios the world comparison cycles through.
 const WORLD_SCENARIOS: usize = 10;
