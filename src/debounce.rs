@@ -458,4 +458,48 @@ mod tests {
         assert_eq!(admitted, ["[1] Unbuffered"]);
         assert_eq!(debouncer.buffered_keys(), 0);
     }
+
+    /// The counts and answers the gateway and its status line rely on: how many keys and
+    /// messages are buffered, how many due buffers were taken, and whether a key's flush or
+    /// cancel found a buffer.
+    #[test]
+    fn counts_and_answers() {
+        let mut debouncer = Debouncer::new("tg".into(), 10, 2_048);
+        let mut admitted = Vec::new();
+        let mut admit = recorder(&mut admitted);
+        for (at_ms, key, id) in [(0, "a", "1"), (0, "a", "2"), (1, "b", "3"), (2, "c", "4")] {
+            debouncer.offer(at_ms, message(key, id), &mut admit);
+        }
+        assert_eq!(debouncer.buffered_keys(), 3);
+        assert_eq!(debouncer.buffered_count(), 4);
+
+        assert_eq!(debouncer.flush_due(11, &mut admit), 2, "a and b are due at 10 and 11");
+        assert!(debouncer.flush_key(&"c".into(), &mut admit), "c had a buffer");
+        assert!(!debouncer.flush_key(&"c".into(), &mut admit), "c has none any more");
+
+        debouncer.offer(20, message("d", "5"), &mut admit);
+        let mut cancelled = Vec::new();
+        assert!(debouncer.cancel_key(&"d".into(), &mut |batch| cancelled.push(batch)));
+        assert!(!debouncer.cancel_key(&"d".into(), &mut |batch| cancelled.push(batch)));
+        drop(admit);
+
+        assert_eq!(admitted, ["[1 2] Timer", "[3] Timer", "[4] FlushKey"]);
+        assert_eq!(cancelled.len(), 1);
+        assert_eq!((debouncer.buffered_keys(), debouncer.buffered_count()), (0, 0));
+    }
+
+    /// A refused batch is gone from the debouncer but not counted as taken.
+    #[test]
+    fn refused_batches_are_not_counted() {
+        let mut debouncer = Debouncer::new("tg".into(), 10, 2_048);
+        let mut refuse = |_: Batch, _: FlushCause| false;
+        debouncer.offer(0, message("a", "1"), &mut refuse);
+        debouncer.offer(0, message("b", "2"), &mut refuse);
+        debouncer.offer(0, message("c", "3"), &mut refuse);
+
+        assert_eq!(debouncer.flush_due(10, &mut refuse), 0);
+        assert_eq!(debouncer.buffered_keys(), 0);
+        debouncer.offer(20, message("d", "4"), &mut refuse);
+        assert!(!debouncer.flush_key(&"d".into(), &mut refuse));
+    }
 }
