@@ -5,8 +5,8 @@
 //! - `core/flush_all_10k_buffers`: `Debouncer::flush_all` of 10,000 buffers into a real
 //!   pipeline over 1,000 sessions (target: at most 5 ms); `..._counted` is the debouncer's own
 //!   share, the batches only counted.
-//! - `core/queue_append_drain`: 100 batches appended to a busy session's followup queue, then
-//!   drained run by run to empty.
+//! - `core/queue_append_drain`: 101 batches admitted to one session (the first starts a run,
+//!   the rest wait in its followup queue), then drained run by run to empty.
 //! - memory per buffered message: printed before the timings, measured as the growth of the
 //!   process's resident memory while 1,000,000 messages are buffered.
 //!

@@ -156,6 +156,16 @@ fn explore_command(args: &ExploreArgs) -> Result<ExitCode, ScenarioError> {
         shard: args.shard,
         jobs,
     };
+    if exploration.seed(exploration.seeds - 1).is_none() {
+        eprintln!(
+            "error: {} seeds of shard {} from --start {} run past the largest seed, {}",
+            args.seeds,
+            args.shard,
+            args.start,
+            u64::MAX
+        );
+        return Ok(ExitCode::from(2));
+    }
 
     let stopwatch = Stopwatch::start();
     let summary = explore_with_progress(&exploration);

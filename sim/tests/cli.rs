@@ -74,6 +74,15 @@ fn bad_shard_exits_2() {
 }
 
 #[test]
+fn seeds_past_the_largest_exit_2() {
+    let output = sim(&["explore", "--start", &u64::MAX.to_string(), "--seeds", "2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("run past the largest seed"), "{}", stderr(&output));
+    let last = sim(&["explore", "--start", &u64::MAX.to_string(), "--seeds", "1"]);
+    assert_ne!(last.status.code(), Some(2), "the largest seed itself is fine");
+}
+
+#[test]
 fn malformed_config_file_exits_2_naming_the_field() {
     let path = file("bad_config.toml", "[queue]\ncap = 0\n");
     let output = sim(&["--seeds", "1", "--config", path.to_str().expect("a UTF-8 path")]);

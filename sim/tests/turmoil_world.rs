@@ -1,6 +1,7 @@
 //! End-to-end worlds on turmoil's simulated network (DESIGN "turmoil's place", issue 5 part 3),
-//! and the differential runs on turmoil and on a paused tokio runtime. The host, the clients
-//! and the differential machinery are in `support/worlds.rs`, shared with the benchmarks.
+//! and the differential runs on turmoil and on a paused tokio runtime. The gateway host, the
+//! connection helpers and the differential machinery are in `support/worlds.rs`, shared with
+//! the benchmarks; the world's retrying clients and link faults are here.
 //!
 //! - `world_*`: clients retry until each message is acknowledged, across held and partitioned
 //!   links and a graceful stop and start of the gateway host; every accepted message is
@@ -327,7 +328,8 @@ fn world_is_deterministic() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The differential test: the same crash-free scenario through the driver and through turmoil.
+// The differential tests: the same crash-free scenario through the driver and through the
+// daemon, on turmoil and on a paused tokio runtime.
 // ---------------------------------------------------------------------------------------------
 const DIFFERENTIAL_SEEDS: std::ops::Range<u64> = 0..80;
 const DIFFERENTIAL_SAMPLE: usize = 10;
