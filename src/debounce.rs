@@ -502,4 +502,26 @@ mod tests {
         debouncer.offer(20, message("d", "4"), &mut refuse);
         assert!(!debouncer.flush_key(&"d".into(), &mut refuse));
     }
+
+    /// A flush whose deadline has passed takes nothing and says what is left; an empty
+    /// debouncer is drained whatever the deadline.
+    #[test]
+    fn flush_all_after_its_deadline_leaves_the_buffers() {
+        let mut debouncer = Debouncer::new("tg".into(), 10, 2_048);
+        let mut admitted = Vec::new();
+        let mut admit = recorder(&mut admitted);
+        debouncer.offer(0, message("a", "1"), &mut admit);
+        debouncer.offer(0, message("b", "2"), &mut admit);
+
+        let late = debouncer.flush_all(5, 5, FlushCause::FlushAll, &mut admit);
+        assert_eq!(late, FlushReport { drained: false, flushed: 0, remaining: 2 });
+        assert_eq!(debouncer.buffered_keys(), 2);
+
+        let in_time = debouncer.flush_all(5, 6, FlushCause::FlushAll, &mut admit);
+        assert_eq!(in_time, FlushReport { drained: true, flushed: 2, remaining: 0 });
+        let empty = debouncer.flush_all(9, 9, FlushCause::FlushAll, &mut admit);
+        assert_eq!(empty, FlushReport { drained: true, flushed: 0, remaining: 0 });
+        drop(admit);
+        assert_eq!(admitted, ["[1] FlushAll", "[2] FlushAll"]);
+    }
 }
