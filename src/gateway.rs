@@ -860,3 +860,87 @@ fn merge_pending<const N: usize>(lists: [Vec<SessionWork>; N]) -> Vec<SessionWor
     }
     merged
 }
+
+#[cfg(test)]
+mod tests {
+    use tracing_test::traced_test;
+
+    use super::*;
+
+    fn message(key: &str, id: &str) -> Message {
+        Message {
+            channel: "tg".into(),
+            id: id.into(),
+            key: Some(key.into()),
+            session: key.into(),
+            destination: key.into(),
+            text: id.into(),
+            debounce: true,
+            window_ms: None,
+        }
+    }
+
+    fn debounced() -> Config {
+        let mut config = Config::default();
+        config.inbound.window_ms = 100;
+        config
+    }
+
+    fn restored(events: &[Stamped]) -> bool {
+        events.iter().any(|e| matches!(e.event, Event::StateRestored { .. }))
+    }
+
+    /// What the shell and the driver ask of a gateway: its config and debug line, whether a
+    /// key's flush or cancel found a buffer, its effects and events moved out, and its exit.
+    #[test]
+    fn answers_the_shell_relies_on() {
+        let mut gateway = Gateway::new(debounced(), 1, Box::new(NoHooks));
+        assert_eq!(gateway.config(), &debounced());
+        gateway.start(0, None);
+        assert!(format!("{gateway:?}").contains("Gateway { status: Status"));
+        assert!(!restored(&gateway.take_events()), "nothing to restore, nothing said");
+
+        gateway.accept(0, message("a", "1"));
+        gateway.accept(0, message("b", "2"));
+        let (tg, a, b) = (ChannelId::from("tg"), Key::from("a"), Key::from("b"));
+        assert!(gateway.flush_key(1, &tg, &a));
+        assert!(!gateway.flush_key(1, &tg, &a), "a's buffer is gone");
+        assert!(gateway.cancel_key(2, &tg, &b));
+        assert!(!gateway.cancel_key(2, &tg, &b), "b's buffer is gone");
+        assert!(!gateway.cancel_key(2, &"slack".into(), &b), "no such channel");
+
+        let (mut effects, mut events) = (Vec::new(), Vec::new());
+        gateway.drain_into(&mut effects, &mut events);
+        let Some(&Effect::StartRun { run }) = effects.first() else {
+            panic!("a's flush started a run: {effects:?}");
+        };
+        assert!(events.iter().any(|e| matches!(e.event, Event::Outcome { .. })), "b cancelled");
+        assert!(gateway.take_events().is_empty() && gateway.take_effects().is_empty());
+
+        gateway.run_finished(3, run, true);
+        assert!(!gateway.has_exited());
+        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
+        gateway.signal(4, stop, None);
+        gateway.close_finished(4);
+        assert!(gateway.has_exited());
+    }
+
+    #[test]
+    fn a_state_file_with_messages_is_announced() {
+        let mut gateway = Gateway::new(debounced(), 2, Box::new(NoHooks));
+        let handover = Handover { intake: vec![message("a", "1")], ..Handover::default() };
+        gateway.start(0, Some(handover));
+        assert!(restored(&gateway.take_events()));
+    }
+
+    #[traced_test]
+    #[test]
+    fn the_end_of_an_unknown_run_is_only_logged() {
+        let mut gateway = Gateway::new(debounced(), 1, Box::new(NoHooks));
+        gateway.start(0, None);
+        drop(gateway.take_events());
+        gateway.run_finished(1, 99, true);
+        assert!(logs_contain("end of a run no longer wanted"));
+        assert!(gateway.take_events().is_empty());
+    }
+}
