@@ -384,18 +384,7 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn message(key: &str, id: &str) -> Message {
-        Message {
-            channel: "tg".into(),
-            id: id.into(),
-            key: Some(key.into()),
-            session: key.into(),
-            destination: key.into(),
-            text: id.into(),
-            debounce: true,
-            window_ms: None,
-        }
-    }
+    use crate::message::test_message as message;
 
     /// Admits every batch, writing it down as `[ids] cause`.
     fn recorder(admitted: &mut Vec<String>) -> impl FnMut(Batch, FlushCause) -> bool + '_ {

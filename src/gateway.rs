@@ -867,18 +867,7 @@ mod tests {
 
     use super::*;
 
-    fn message(key: &str, id: &str) -> Message {
-        Message {
-            channel: "tg".into(),
-            id: id.into(),
-            key: Some(key.into()),
-            session: key.into(),
-            destination: key.into(),
-            text: id.into(),
-            debounce: true,
-            window_ms: None,
-        }
-    }
+    use crate::message::test_message as message;
 
     fn debounced() -> Config {
         let mut config = Config::default();

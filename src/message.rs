@@ -204,6 +204,22 @@ impl Work {
     }
 }
 
+/// A message for the library's unit tests: message `id` of `key` on channel `tg`, the key also
+/// naming its session and destination, the id its text, debounced.
+#[cfg(test)]
+pub(crate) fn test_message(key: &str, id: &str) -> Message {
+    Message {
+        channel: "tg".into(),
+        id: id.into(),
+        key: Some(key.into()),
+        session: key.into(),
+        destination: key.into(),
+        text: id.into(),
+        debounce: true,
+        window_ms: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::hash::BuildHasher;

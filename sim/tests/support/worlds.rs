@@ -38,7 +38,8 @@ use quiesce_sim::generate::{Generator, Params};
 use quiesce_sim::scenario::{RunOutcome, Scenario};
 use serde_json::{Value, json};
 use tokio::io::{
-    AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, Lines, ReadHalf, WriteHalf,
+    AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream, Lines,
+    ReadHalf, WriteHalf,
 };
 use tokio::sync::mpsc;
 use turmoil::net::{TcpListener, TcpStream};
@@ -313,12 +314,28 @@ impl Agent for ScriptedAgent {
 /// the end, since a channel's last connection closing flushes its debouncers.
 pub(crate) async fn timed_client(lines: Vec<(u64, String)>) -> turmoil::Result {
     let clock = TokioClock::new();
-    let (mut replies, mut requests) = loop {
+    let (replies, requests) = loop {
         match connect(&clock, 1_000).await {
             Ok(connection) => break connection,
             Err(_) => clock.sleep_until(clock.now_ms() + 1).await,
         }
     };
+    send_at_times(&clock, replies, requests, lines).await?;
+    Ok(())
+}
+
+/// Writes each line at its virtual time and reads replies as they come, until the gateway
+/// closes the connection (an error) or forever.
+pub(crate) async fn send_at_times<R, W>(
+    clock: &TokioClock,
+    mut replies: Lines<BufReader<R>>,
+    mut requests: W,
+    lines: Vec<(u64, String)>,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut lines = lines.into_iter().peekable();
     loop {
         let next_ms = lines.peek().map_or(u64::MAX, |(at_ms, _)| *at_ms);
@@ -494,22 +511,8 @@ impl Listener for Pipes {
 /// network delay.
 pub(crate) async fn piped_client(pipe: DuplexStream, lines: Vec<(u64, String)>) -> io::Result<()> {
     let clock = TokioClock::new();
-    let (read, mut requests) = tokio::io::split(pipe);
-    let mut replies = BufReader::new(read).lines();
-    let mut lines = lines.into_iter().peekable();
-    loop {
-        let next_ms = lines.peek().map_or(u64::MAX, |(at_ms, _)| *at_ms);
-        tokio::select! {
-            biased;
-            reply = replies.next_line() => {
-                reply?.expect("the gateway keeps the connection open");
-            }
-            () = clock.sleep_until(next_ms) => {
-                let (_, line) = lines.next().expect("a line is due");
-                requests.write_all(line.as_bytes()).await?;
-            }
-        }
-    }
+    let (read, requests) = tokio::io::split(pipe);
+    send_at_times(&clock, BufReader::new(read).lines(), requests, lines).await
 }
 
 /// Runs a crash-free scenario through the daemon on a current-thread tokio runtime started
