@@ -932,4 +932,68 @@ mod tests {
         assert!(logs_contain("end of a run no longer wanted"));
         assert!(gateway.take_events().is_empty());
     }
+
+    /// A shell that stalls past a restart's deadline and close budget finds, at its next call,
+    /// that the watchdog saved the state and exited 1; at the limit itself the restart goes on.
+    #[test]
+    fn the_watchdog_fires_only_past_deadline_and_close_budget() {
+        let exits = |at_ms: u64| {
+            let mut config = debounced();
+            config.reload.allow_external = true;
+            let limit_ms = 10 + config.reload.deadline_ms + config.close_budget_ms;
+            let mut gateway = Gateway::new(config, 1, Box::new(NoHooks));
+            gateway.start(0, None);
+            gateway.accept(0, Message { debounce: false, ..message("a", "1") });
+            let reload = Signal { kind: SignalKind::Reload, origin: Origin::External };
+            gateway.signal(10, reload, None);
+            gateway.tick(limit_ms + at_ms);
+            let events = gateway.take_events();
+            events.iter().find_map(|e| match e.event {
+                Event::Exit { code } => Some(code),
+                _ => None,
+            })
+        };
+        assert_eq!(exits(1), Some(1), "one ms past the limit");
+        assert_eq!(exits(0), None, "at the limit the restart ends on its own");
+    }
+
+    /// A stop refuses new messages once it has handed over, and so does an exited gateway;
+    /// before the handover they still go to the intake.
+    #[test]
+    fn a_stop_refuses_from_its_handover_on() {
+        let mut gateway = Gateway::new(debounced(), 1, Box::new(NoHooks));
+        gateway.start(0, None);
+        gateway.accept(0, Message { debounce: false, ..message("a", "1") });
+        let Some(Effect::StartRun { run }) = gateway.take_effects().pop() else {
+            panic!("a/1 runs at once");
+        };
+        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
+        gateway.signal(10, stop, None);
+        assert_eq!(gateway.accept(11, message("b", "2")), Reply::Accepted, "still waiting");
+        gateway.run_finished(12, run, true);
+        let stopping = Reply::Refused(Refusal::Stopping);
+        assert_eq!(gateway.accept(13, message("c", "3")), stopping, "handed over");
+        gateway.close_finished(14);
+        assert!(gateway.has_exited());
+        assert_eq!(gateway.accept(15, message("d", "4")), stopping, "exited");
+    }
+
+    /// Ignored signals are logged, except a refused external reload, which has its own line.
+    #[traced_test]
+    #[test]
+    fn ignored_signals_are_logged_once() {
+        let mut config = debounced();
+        config.reload.allow_external = false;
+        let mut gateway = Gateway::new(config, 1, Box::new(NoHooks));
+        gateway.start(0, None);
+        gateway.signal(1, Signal { kind: SignalKind::Reload, origin: Origin::External }, None);
+        assert!(logs_contain("external reload refused"));
+        assert!(!logs_contain("signal ignored"));
+
+        gateway.accept(2, Message { debounce: false, ..message("a", "1") });
+        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
+        gateway.signal(3, stop, None);
+        gateway.signal(4, stop, None);
+        assert!(logs_contain("signal ignored"));
+    }
 }
