@@ -513,4 +513,57 @@ mod tests {
         drop(admit);
         assert_eq!(admitted, ["[1] FlushAll", "[2] FlushAll"]);
     }
+
+    /// Two channels' debouncers, one buffer in `tg` due at 10 and two in `sl` due at 5 and 12.
+    fn two_channels() -> Registry {
+        let mut registry = Registry::new();
+        registry.register(Debouncer::new("tg".into(), 10, 2_048));
+        registry.register(Debouncer::new("sl".into(), 5, 2_048));
+        let mut refuse = |_: Batch, _: FlushCause| false;
+        let on_sl = |key, id| Message { channel: "sl".into(), ..message(key, id) };
+        let tg = registry.get_mut(&"tg".into()).expect("tg is registered");
+        tg.offer(0, message("a", "1"), &mut refuse);
+        let sl = registry.get_mut(&"sl".into()).expect("sl is registered");
+        sl.offer(0, on_sl("b", "2"), &mut refuse);
+        sl.offer(7, on_sl("c", "3"), &mut refuse);
+        registry
+    }
+
+    /// The registry answers by channel and in registration order, and counts what it flushed
+    /// across debouncers: due buffers earliest first, refusals left out.
+    #[test]
+    fn the_registry_counts_across_channels() {
+        let mut registry = two_channels();
+        let channels: Vec<&str> =
+            registry.debouncers().iter().map(|d| d.channel().as_str()).collect();
+        assert_eq!(channels, ["tg", "sl"]);
+        assert_eq!(registry.get(&"sl".into()).map(Debouncer::buffered_count), Some(2));
+        assert!(registry.get(&"wa".into()).is_none());
+
+        let mut admitted = Vec::new();
+        assert_eq!(registry.flush_due(11, &mut recorder(&mut admitted)), 2);
+        assert_eq!(admitted, ["[2] Timer", "[1] Timer"], "sl's buffer fell due first");
+        let mut refuse = |_: Batch, _: FlushCause| false;
+        assert_eq!(registry.flush_due(12, &mut refuse), 0, "a refused batch is not counted");
+        assert_eq!(registry.next_deadline(), None);
+    }
+
+    /// A flush of every channel sums the debouncers' reports: drained only when every one
+    /// drained, and the buffers left when the deadline has passed.
+    #[test]
+    fn the_registry_sums_flush_reports() {
+        let mut registry = two_channels();
+        let mut admitted = Vec::new();
+        let late = registry.flush_all(3, 3, &mut recorder(&mut admitted));
+        assert_eq!(late, FlushReport { drained: false, flushed: 0, remaining: 3 });
+
+        let in_time = registry.flush_all(3, 4, &mut recorder(&mut admitted));
+        assert_eq!(in_time, FlushReport { drained: true, flushed: 3, remaining: 0 });
+        assert_eq!(admitted, ["[1] FlushAll", "[2] FlushAll", "[3] FlushAll"]);
+
+        let mut registry = two_channels();
+        let taken: Vec<usize> = registry.take_buffers().iter().map(|b| b.messages.len()).collect();
+        assert_eq!(taken, [1, 1, 1]);
+        assert_eq!(registry.next_deadline(), None, "taken buffers leave no timer behind");
+    }
 }

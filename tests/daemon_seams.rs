@@ -8,31 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use quiesce::adapter::TokioClock;
 use quiesce::config::Config;
-use quiesce::daemon::{Daemon, DelayAgent, Listener, Outputs, Served, Started};
+use quiesce::daemon::{Daemon, DelayAgent, Outputs, PipeDialer, PipeListener, Served, Started};
 use quiesce::shell::ConfigReadError;
 use quiesce::signal::{Origin, ScriptedSignals, Signal, SignalKind};
 use quiesce::store::MemoryStore;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const USR1: Signal = Signal { kind: SignalKind::Reload, origin: Origin::External };
 const TERM: Signal = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
-
-/// A listener whose connections are the server ends of in-memory pipes.
-struct Pipes(mpsc::UnboundedReceiver<DuplexStream>);
-
-impl Listener for Pipes {
-    type Connection = DuplexStream;
-
-    /// Cancel safe: an unbounded receiver's `recv` is. Once no one can connect any more, it
-    /// waits forever, as a listener nobody dials does.
-    async fn accept(&mut self) -> io::Result<DuplexStream> {
-        match self.0.recv().await {
-            Some(pipe) => Ok(pipe),
-            None => std::future::pending().await,
-        }
-    }
-}
 
 /// An in-memory journal file a test reads back.
 #[derive(Clone, Default)]
@@ -58,8 +41,8 @@ impl Memory {
 /// One boot's daemon on the shared store, with its own journal files.
 struct Boot {
     started: Started<TokioClock>,
-    dial: mpsc::UnboundedSender<DuplexStream>,
-    listener: Pipes,
+    dial: PipeDialer,
+    listener: PipeListener,
     deliveries: Memory,
     events: Memory,
 }
@@ -86,14 +69,13 @@ async fn boot(n: u32, store: &MemoryStore, schedule: &[(u64, Signal)], run_ms: u
     let daemon = Daemon::new(config(), n, clock, signals, store.clone(), agent, source, outputs);
 
     let started = daemon.start().await;
-    let (dial, accepted) = mpsc::unbounded_channel();
-    Boot { started, dial, listener: Pipes(accepted), deliveries, events }
+    let (dial, listener) = quiesce::daemon::pipes();
+    Boot { started, dial, listener, deliveries, events }
 }
 
 /// Connects to the boot and sends `lines`, returning the reply lines.
-async fn exchange(dial: &mpsc::UnboundedSender<DuplexStream>, lines: &[String]) -> Vec<String> {
-    let (client, server) = tokio::io::duplex(64 * 1024);
-    dial.send(server).expect("the listener is there");
+async fn exchange(dial: &PipeDialer, lines: &[String]) -> Vec<String> {
+    let client = dial.dial().expect("the listener is there");
     let (read, mut write) = tokio::io::split(client);
     let mut replies = BufReader::new(read).lines();
 

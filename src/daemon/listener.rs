@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, DuplexStream};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 use crate::daemon::wire::{self, LINE_BYTES_MAX, LineReader, ReadLine, Request, Response};
 use crate::message::ChannelId;
@@ -58,6 +59,56 @@ impl Listener for UnixListener {
     async fn accept(&mut self) -> io::Result<UnixStream> {
         let (stream, _peer) = UnixListener::accept(self).await?;
         Ok(stream)
+    }
+}
+
+/// How many bytes an in-memory connection holds in each direction before a writer waits.
+const PIPE_BYTES: usize = 64 * 1024;
+
+/// A listener whose connections are the server ends of in-memory pipes, dialled through a
+/// [`PipeDialer`]: a daemon on a paused tokio runtime or in a test needs no socket.
+#[derive(Debug)]
+pub struct PipeListener {
+    accepted: mpsc::UnboundedReceiver<DuplexStream>,
+}
+
+/// Connects to a [`PipeListener`]. Clones dial the same listener.
+#[derive(Clone, Debug)]
+pub struct PipeDialer {
+    dial: mpsc::UnboundedSender<DuplexStream>,
+}
+
+/// A listener of in-memory pipes and the dialer that connects to it.
+pub fn pipes() -> (PipeDialer, PipeListener) {
+    let (dial, accepted) = mpsc::unbounded_channel();
+    (PipeDialer { dial }, PipeListener { accepted })
+}
+
+impl PipeDialer {
+    /// Opens a connection and returns its client end; the listener accepts the server end.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionRefused` once the listener is dropped.
+    pub fn dial(&self) -> io::Result<DuplexStream> {
+        let (client, server) = tokio::io::duplex(PIPE_BYTES);
+        match self.dial.send(server) {
+            Ok(()) => Ok(client),
+            Err(_) => Err(io::Error::new(io::ErrorKind::ConnectionRefused, "the listener is gone")),
+        }
+    }
+}
+
+impl Listener for PipeListener {
+    type Connection = DuplexStream;
+
+    /// Cancel safe, as an unbounded receiver's `recv` is. Once every dialer is dropped it waits
+    /// forever, as a listener nobody dials does.
+    async fn accept(&mut self) -> io::Result<DuplexStream> {
+        match self.accepted.recv().await {
+            Some(pipe) => Ok(pipe),
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -177,6 +228,25 @@ async fn write_reply<W: AsyncWrite + Unpin>(out: &mut W, response: &Response) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::AsyncReadExt;
+
+    /// A dialled pipe carries bytes to the accepted end; once the listener is gone, dialling is
+    /// refused rather than left hanging.
+    #[tokio::test]
+    async fn pipes_connect_until_the_listener_is_gone() {
+        let (dialer, mut listener) = pipes();
+        let mut client = dialer.dial().expect("the listener is there");
+        let mut server = listener.accept().await.expect("a pipe was dialled");
+        client.write_all(b"ping").await.expect("written");
+        let mut read = [0; 4];
+        server.read_exact(&mut read).await.expect("read");
+        assert_eq!(&read, b"ping");
+
+        drop(listener);
+        let refused = dialer.dial().expect_err("nobody listens");
+        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    }
 
     #[test]
     fn last_leave_is_reported_once() {

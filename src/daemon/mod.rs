@@ -47,7 +47,7 @@ use crate::store::StateStore;
 
 pub use agent::{DelayAgent, Recording, RunBook};
 pub use journal::{Journal, JournalReport, Outputs};
-pub use listener::Listener;
+pub use listener::{Listener, PipeDialer, PipeListener, pipes};
 
 /// How long the daemon waits before accepting again after `accept` failed (for instance when
 /// the process is out of file descriptors), so a lasting failure does not spin.

@@ -491,22 +491,6 @@ pub(crate) fn client_lines(scenario: &Scenario) -> Vec<Vec<(u64, String)>> {
 // The same differential run on a plain paused tokio runtime: in-memory pipes, no network.
 // ---------------------------------------------------------------------------------------------
 
-/// A listener whose connections are the server ends of in-memory pipes.
-pub(crate) struct Pipes(mpsc::UnboundedReceiver<DuplexStream>);
-
-impl Listener for Pipes {
-    type Connection = DuplexStream;
-
-    /// Cancel safe: an unbounded receiver's `recv` is. Once no one can dial any more, it waits
-    /// forever, as a listener nobody dials does.
-    async fn accept(&mut self) -> io::Result<DuplexStream> {
-        match self.0.recv().await {
-            Some(pipe) => Ok(pipe),
-            None => std::future::pending().await,
-        }
-    }
-}
-
 /// [`timed_client`] on an in-memory pipe: a line sent at `t` is read at `t`, with no tick of
 /// network delay.
 pub(crate) async fn piped_client(pipe: DuplexStream, lines: Vec<(u64, String)>) -> io::Result<()> {
@@ -551,10 +535,9 @@ async fn paused_world(scenario: &Scenario, horizon_ms: u64) -> String {
     );
     let started = daemon.start().await;
 
-    let (dial, pipes) = mpsc::unbounded_channel();
+    let (dialer, listener) = quiesce::daemon::pipes();
     for lines in client_lines(scenario) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        dial.send(server).expect("the listener is alive");
+        let client = dialer.dial().expect("the listener is alive");
         tokio::spawn(piped_client(client, lines));
     }
     let script = async {
@@ -572,7 +555,7 @@ async fn paused_world(scenario: &Scenario, horizon_ms: u64) -> String {
     tokio::select! {
         biased;
         () = script => {}
-        served = started.serve(Pipes(pipes)) => panic!("the daemon exited early: {:?}", served.exit),
+        served = started.serve(listener) => panic!("the daemon exited early: {:?}", served.exit),
     }
     event_log.text()
 }
