@@ -154,47 +154,6 @@ async fn take_if_pending(stream: &mut unix::Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    /// Serializes the tests that raise real signals: every installed `UnixSignals` in this
-    /// process sees every signal, so two such tests at once would see each other's.
-    static RAISING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-    /// Bounds every wait on a real signal, so a lost signal fails the test instead of hanging it.
-    const WAIT: Duration = Duration::from_secs(5);
-
-    /// How long "nothing more is pending" is given to show otherwise.
-    const QUIET: Duration = Duration::from_millis(200);
-
-    /// Sends `name` (as `kill -s` spells it) to this process and waits for `kill` to exit.
-    fn raise(name: &str) {
-        let pid = std::process::id().to_string();
-        let status = Command::new("sh").args(["-c", "kill -s \"$0\" \"$1\"", name, &pid]).status();
-        assert!(matches!(status, Ok(s) if s.success()), "kill -s {name} failed: {status:?}");
-    }
-
-    /// Raises the signals, then gives their handlers time to run before anything polls.
-    async fn raise_all(names: &[&str]) {
-        for name in names {
-            raise(name);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    /// The next signal, failing the test if none comes within [`WAIT`].
-    async fn next(signals: &mut UnixSignals) -> Signal {
-        let received = tokio::time::timeout(WAIT, signals.recv()).await;
-        received.ok().flatten().expect("a signal within the bound")
-    }
-
-    /// Whether `recv` stays empty for [`QUIET`].
-    async fn stays_quiet(signals: &mut UnixSignals) -> bool {
-        tokio::time::timeout(QUIET, signals.recv()).await.is_err()
-    }
-
-    fn external(kind: SignalKind) -> Signal {
-        Signal { kind, origin: Origin::External }
-    }
 
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_starts_at_zero() {
@@ -251,28 +210,5 @@ mod tests {
             () = clock.sleep_until(10) => {}
         }
         assert_eq!(clock.now_ms(), 10);
-    }
-
-    #[tokio::test]
-    async fn shutdown_comes_before_reload_and_repeats_coalesce() {
-        let _raising = RAISING.lock().await;
-        let mut signals = UnixSignals::install().expect("handlers install");
-
-        raise_all(&["USR1", "USR1", "TERM"]).await;
-
-        assert_eq!(next(&mut signals).await, external(SignalKind::Shutdown));
-        assert_eq!(next(&mut signals).await, external(SignalKind::Reload));
-        assert!(stays_quiet(&mut signals).await, "the second SIGUSR1 was not coalesced");
-    }
-
-    #[tokio::test]
-    async fn term_and_int_together_make_one_shutdown() {
-        let _raising = RAISING.lock().await;
-        let mut signals = UnixSignals::install().expect("handlers install");
-
-        raise_all(&["INT", "TERM"]).await;
-
-        assert_eq!(next(&mut signals).await, external(SignalKind::Shutdown));
-        assert!(stays_quiet(&mut signals).await, "SIGTERM and SIGINT made two shutdowns");
     }
 }
