@@ -851,8 +851,7 @@ fn merge_pending<const N: usize>(lists: [Vec<SessionWork>; N]) -> Vec<SessionWor
         existing.retry_in_ms = existing.retry_in_ms.max(item.retry_in_ms);
         existing.summary = match (existing.summary.take(), item.summary) {
             (Some(mut older), Some(newer)) => {
-                older.dropped += newer.dropped;
-                older.lines.extend(newer.lines);
+                older.merge_after(newer);
                 Some(older)
             }
             (older, newer) => older.or(newer),
@@ -868,6 +867,7 @@ mod tests {
     use super::*;
 
     use crate::message::test_message as message;
+    use crate::pipeline::Summary;
 
     fn debounced() -> Config {
         let mut config = Config::default();
@@ -1049,5 +1049,55 @@ mod tests {
         gateway.accept(0, Message { debounce: false, ..message("a", "1") });
         gateway.signal(1, reload, None);
         gateway.complete_phase(Phase::Flush, PhaseCounts::default());
+    }
+
+    /// A summary of `dropped` messages, one line each.
+    fn summary(dropped: usize) -> Summary {
+        Summary { dropped, lines: (0..dropped).map(|n| format!("line {n}")).collect() }
+    }
+
+    fn work_of(session: &str, id: &str) -> Work {
+        Work::fresh(Batch::single(message(session, id)))
+    }
+
+    /// Each session's entry as `session: ids`, in list order.
+    fn by_session(pending: &[SessionWork]) -> Vec<String> {
+        let line = |p: &SessionWork| {
+            let messages = p.work.iter().flat_map(|w| w.batch.messages.iter());
+            let ids: Vec<&str> = messages.map(|m| m.id.as_str()).collect();
+            format!("{}: {}", p.session.as_str(), ids.join(" "))
+        };
+        pending.iter().map(line).collect()
+    }
+
+    /// Work handed over joins its own session's entry, never another's, and a session new to
+    /// the list gets an entry of its own.
+    #[test]
+    fn added_work_joins_its_own_session() {
+        let mut pending = Vec::new();
+        add_work(&mut pending, work_of("a", "1"));
+        add_work(&mut pending, work_of("b", "2"));
+        add_work(&mut pending, work_of("a", "3"));
+        assert_eq!(by_session(&pending), ["a: 1 3", "b: 2"]);
+    }
+
+    /// Merged lists keep one entry per session: older work first, summaries added up oldest
+    /// first, the longest back-off kept.
+    #[test]
+    fn merged_pending_adds_summaries_and_keeps_the_longest_back_off() {
+        let entry = |id: &str, dropped: usize, retry_in_ms: u64| SessionWork {
+            session: "a".into(),
+            work: vec![work_of("a", id)],
+            summary: (dropped > 0).then(|| summary(dropped)),
+            retry_in_ms,
+        };
+        let merged = merge_pending([vec![entry("1", 2, 50)], vec![entry("2", 3, 20)]]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(by_session(&merged), ["a: 1 2"]);
+        assert_eq!(merged[0].retry_in_ms, 50);
+        let mut expected = summary(2);
+        expected.merge_after(summary(3));
+        assert_eq!(merged[0].summary, Some(expected));
+        assert_eq!(merged[0].summary.as_ref().map(|s| s.dropped), Some(5));
     }
 }

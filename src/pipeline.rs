@@ -34,7 +34,8 @@ impl Summary {
         self.lines.push(summary_line(&message.text));
     }
 
-    fn merge_after(&mut self, newer: Summary) {
+    /// Joins a newer summary after this one: the counts add up, the lines stay oldest first.
+    pub(crate) fn merge_after(&mut self, newer: Summary) {
         self.dropped += newer.dropped;
         self.lines.extend(newer.lines);
     }
@@ -797,5 +798,51 @@ mod tests {
             "0 run 3 [\"2\"] attempt 1",
         ];
         assert_eq!(lines(&out), runs);
+    }
+
+    /// A new generation's run limits apply to the runs it starts: a run timeout of 50 ms and
+    /// one attempt dead-letter the batch at 50 ms.
+    #[test]
+    fn new_run_limits_apply_to_the_next_run() {
+        let mut pipeline = Pipeline::new(600_000, 5);
+        pipeline.set_run_limits(50, 1);
+        let mut out = Outbox::default();
+        admit(&mut pipeline, &mut out, settings(QueueMode::Followup, DropPolicy::Old, 0), &["r"]);
+        out.at_ms = 50;
+        pipeline.tick(&mut out);
+        assert_eq!(lines(&out), ["0 run 1 [\"r\"] attempt 1", "50 r dead_lettered"]);
+    }
+
+    /// A batch cut short by a stop comes back marked interrupted with its attempts unchanged;
+    /// once it runs again the mark is gone, so a later handover does not repeat it.
+    #[test]
+    fn an_interrupted_batch_is_marked_until_it_runs_again() {
+        let settings = settings(QueueMode::Followup, DropPolicy::Old, 0);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        let mut cut = pipeline.interrupt_all(&mut out);
+        assert_eq!(cut.len(), 1);
+        let work: Vec<(u32, bool)> =
+            cut[0].work.iter().map(|w| (w.attempts, w.interrupted)).collect();
+        assert_eq!(work, [(0, true)]);
+
+        pipeline.restore(cut.remove(0), settings, 0);
+        pipeline.tick(&mut out);
+        let run = pipeline.runs().next().map(|run| run.id).expect("the restored batch runs");
+        pipeline.run_finished(run, false, &mut out);
+        let pending = pipeline.take_pending(0);
+        let work: Vec<(u32, bool)> =
+            pending[0].work.iter().map(|w| (w.attempts, w.interrupted)).collect();
+        assert_eq!(work, [(1, false)]);
+    }
+
+    /// A drain that fires while its session runs starts nothing: one run per session.
+    #[test]
+    fn a_drain_on_a_busy_session_starts_nothing() {
+        let settings = settings(QueueMode::Followup, DropPolicy::Old, 0);
+        let (mut pipeline, mut out) = busy(settings, 5);
+        admit(&mut pipeline, &mut out, settings, &["1"]);
+        pipeline.fire_drain(&"s".into(), &mut out);
+        assert_eq!(pipeline.runs().count(), 1);
+        assert_eq!(queued(&pipeline), ["1"]);
     }
 }
