@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::HashMap;
 
+use crate::config::DURATION_MS_MAX;
 use crate::event::FlushCause;
 use crate::message::{Batch, ChannelId, Key, Message};
 
@@ -213,7 +214,8 @@ impl Debouncer {
 
     fn window_of(&self, message: &Message) -> u64 {
         match message.window_ms {
-            Some(window_ms) => u64::try_from(window_ms).unwrap_or(0),
+            // Bounded like a configured window, so a deadline never overflows.
+            Some(window_ms) => u64::try_from(window_ms).unwrap_or(0).min(DURATION_MS_MAX),
             None => self.window_ms,
         }
     }
@@ -446,6 +448,21 @@ mod tests {
         assert_eq!(debouncer.offer(0, item, &mut recorder(&mut admitted)), Offered::Admitted);
         assert_eq!(admitted, ["[1] Unbuffered"]);
         assert_eq!(debouncer.buffered_keys(), 0);
+    }
+
+    /// A message's own window is bounded to a day like a configured one: the largest one a
+    /// client can send holds the message a day, five at most, and overflows nothing.
+    #[test]
+    fn a_huge_item_window_is_bounded_to_a_day() {
+        let mut debouncer = Debouncer::new("tg".into(), 50, 2_048);
+        let mut admitted = Vec::new();
+        let item = Message { window_ms: Some(i64::MAX), ..message("a", "1") };
+        let offered = debouncer.offer(7, item, &mut recorder(&mut admitted));
+        assert_eq!(offered, Offered::Buffered { due_ms: 7 + DURATION_MS_MAX });
+        let again = Message { window_ms: Some(i64::MAX), ..message("a", "2") };
+        let offered = debouncer.offer(7 + DURATION_MS_MAX, again, &mut recorder(&mut admitted));
+        assert_eq!(offered, Offered::Buffered { due_ms: 7 + 2 * DURATION_MS_MAX });
+        assert!(admitted.is_empty());
     }
 
     /// The counts and answers the gateway and its status line rely on: how many keys and

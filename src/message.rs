@@ -124,7 +124,8 @@ pub struct Message {
     pub text: Arc<str>,
     /// Whether it may wait in a debounce buffer; control messages are sent with it off.
     pub debounce: bool,
-    /// The per-item window resolver's answer, if it gave one. A negative value counts as 0.
+    /// The per-item window resolver's answer, if it gave one. A negative value counts as 0,
+    /// one above [`crate::config::DURATION_MS_MAX`] (a day) as a day.
     pub window_ms: Option<i64>,
 }
 

@@ -170,3 +170,17 @@ fn zero_seeds_exits_2() {
     let output = sim(&["explore", "--seeds", "0"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn an_unwritable_output_or_an_empty_hunt_exits_2() {
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/plan-no-drain.toml");
+    let unwritable = ["-o", "/nonexistent-dir/shrunk.toml"];
+    let output = sim(&[&["shrink", scenario, "--plan", "no-drain"][..], &unwritable[..]].concat());
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("/nonexistent-dir/shrunk.toml"), "{}", stderr(&output));
+
+    for empty in [["--starts", "0"], ["--seeds-max", "0"]] {
+        let output = sim(&[&["find-time", "--plan", "no-drain"][..], &empty[..]].concat());
+        assert_eq!(output.status.code(), Some(2), "{empty:?}: {}", stderr(&output));
+    }
+}

@@ -81,11 +81,12 @@ pub struct FindTimeArgs {
     /// A plan to hunt (repeatable); default every historical plan.
     #[arg(long = "plan", value_name = "NAME")]
     plans: Vec<Plan>,
-    /// How many starting seeds, `k * 1,000,003` for k from 0.
-    #[arg(long, default_value_t = STARTS)]
+    /// How many starting seeds, `k * 1,000,003` for k from 0; at least 1, so a table means
+    /// something.
+    #[arg(long, default_value_t = STARTS, value_parser = clap::value_parser!(u64).range(1..))]
     starts: u64,
-    /// How many seeds one start may run before the plan counts as not found.
-    #[arg(long, default_value_t = SEEDS_MAX)]
+    /// How many seeds one start may run before the plan counts as not found; at least 1.
+    #[arg(long, default_value_t = SEEDS_MAX, value_parser = clap::value_parser!(u64).range(1..))]
     seeds_max: u64,
     /// How many threads hunt; defaults to the available cores.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
@@ -125,7 +126,8 @@ pub fn shrink_command(args: &ShrinkArgs) -> Result<ExitCode, ScenarioError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        None => Ok(ExitCode::FAILURE),
+        // An unwritable output is a bad input, like an unreadable one: exit 2, not 1.
+        None => Ok(ExitCode::from(2)),
     }
 }
 
