@@ -2,7 +2,8 @@
 //!
 //! The daemon accepts channel connections through a [`Listener`]: loopback TCP or a Unix
 //! socket in production, a simulated network (turmoil) in end-to-end tests, which wrap their
-//! listener in a newtype implementing this trait. A connection is any byte stream; each is
+//! listener in a newtype implementing this trait, or in-memory [`pipes`] where no socket is
+//! wanted (a daemon on a paused tokio runtime). A connection is any byte stream; each is
 //! served by its own task that reads request lines, asks the gateway through a
 //! [`ShellHandle`], and writes one reply line per request.
 //!
@@ -86,6 +87,9 @@ pub fn pipes() -> (PipeDialer, PipeListener) {
 
 impl PipeDialer {
     /// Opens a connection and returns its client end; the listener accepts the server end.
+    /// It never waits: connections nobody has accepted yet queue without a bound. Each
+    /// direction holds 64 KiB before a writer waits for the reader. A client whose pipe the
+    /// listener drops unaccepted reads the end of the stream.
     ///
     /// # Errors
     ///
