@@ -869,6 +869,9 @@ mod tests {
     use crate::message::test_message as message;
     use crate::pipeline::Summary;
 
+    const RELOAD: Signal = Signal { kind: SignalKind::Reload, origin: Origin::External };
+    const STOP: Signal = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
+
     fn debounced() -> Config {
         let mut config = Config::default();
         config.inbound.window_ms = 100;
@@ -908,8 +911,7 @@ mod tests {
 
         gateway.run_finished(3, run, true);
         assert!(!gateway.has_exited());
-        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
-        gateway.signal(4, stop, None);
+        gateway.signal(4, STOP, None);
         gateway.close_finished(4);
         assert!(gateway.has_exited());
     }
@@ -944,8 +946,7 @@ mod tests {
             let mut gateway = Gateway::new(config, 1, Box::new(NoHooks));
             gateway.start(0, None);
             gateway.accept(0, Message { debounce: false, ..message("a", "1") });
-            let reload = Signal { kind: SignalKind::Reload, origin: Origin::External };
-            gateway.signal(10, reload, None);
+            gateway.signal(10, RELOAD, None);
             gateway.tick(limit_ms + at_ms);
             let events = gateway.take_events();
             events.iter().find_map(|e| match e.event {
@@ -967,8 +968,7 @@ mod tests {
         let Some(Effect::StartRun { run }) = gateway.take_effects().pop() else {
             panic!("a/1 runs at once");
         };
-        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
-        gateway.signal(10, stop, None);
+        gateway.signal(10, STOP, None);
         assert_eq!(gateway.accept(11, message("b", "2")), Reply::Accepted, "still waiting");
         gateway.run_finished(12, run, true);
         let stopping = Reply::Refused(Refusal::Stopping);
@@ -986,14 +986,13 @@ mod tests {
         config.reload.allow_external = false;
         let mut gateway = Gateway::new(config, 1, Box::new(NoHooks));
         gateway.start(0, None);
-        gateway.signal(1, Signal { kind: SignalKind::Reload, origin: Origin::External }, None);
+        gateway.signal(1, RELOAD, None);
         assert!(logs_contain("external reload refused"));
         assert!(!logs_contain("signal ignored"));
 
         gateway.accept(2, Message { debounce: false, ..message("a", "1") });
-        let stop = Signal { kind: SignalKind::Shutdown, origin: Origin::External };
-        gateway.signal(3, stop, None);
-        gateway.signal(4, stop, None);
+        gateway.signal(3, STOP, None);
+        gateway.signal(4, STOP, None);
         assert!(logs_contain("signal ignored"));
     }
 
@@ -1022,8 +1021,7 @@ mod tests {
         let idle = Status { boot: 3, generation: 0, phase: None, ..Status::default() };
         assert_eq!(gateway.status(), Status { buffered: 2, queued: 1, running: 1, ..idle });
 
-        let reload = Signal { kind: SignalKind::Reload, origin: Origin::External };
-        gateway.signal(1, reload, None);
+        gateway.signal(1, RELOAD, None);
         gateway.accept(1, message("c", "5"));
         let held = gateway.status();
         assert_eq!((held.phase, held.buffered, held.intake), (Some(Phase::Flush), 0, 1));
@@ -1045,9 +1043,8 @@ mod tests {
     fn a_phase_run_twice_is_a_bug() {
         let mut gateway = Gateway::new(debounced(), 1, Box::new(NoHooks));
         gateway.start(0, None);
-        let reload = Signal { kind: SignalKind::Reload, origin: Origin::External };
         gateway.accept(0, Message { debounce: false, ..message("a", "1") });
-        gateway.signal(1, reload, None);
+        gateway.signal(1, RELOAD, None);
         gateway.complete_phase(Phase::Flush, PhaseCounts::default());
     }
 

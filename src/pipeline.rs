@@ -813,6 +813,11 @@ mod tests {
         assert_eq!(lines(&out), ["0 run 1 [\"r\"] attempt 1", "50 r dead_lettered"]);
     }
 
+    /// Each batch's attempts and interrupted mark.
+    fn marks(pending: &SessionWork) -> Vec<(u32, bool)> {
+        pending.work.iter().map(|w| (w.attempts, w.interrupted)).collect()
+    }
+
     /// A batch cut short by a stop comes back marked interrupted with its attempts unchanged;
     /// once it runs again the mark is gone, so a later handover does not repeat it.
     #[test]
@@ -821,18 +826,14 @@ mod tests {
         let (mut pipeline, mut out) = busy(settings, 5);
         let mut cut = pipeline.interrupt_all(&mut out);
         assert_eq!(cut.len(), 1);
-        let work: Vec<(u32, bool)> =
-            cut[0].work.iter().map(|w| (w.attempts, w.interrupted)).collect();
-        assert_eq!(work, [(0, true)]);
+        assert_eq!(marks(&cut[0]), [(0, true)]);
 
         pipeline.restore(cut.remove(0), settings, 0);
         pipeline.tick(&mut out);
         let run = pipeline.runs().next().map(|run| run.id).expect("the restored batch runs");
         pipeline.run_finished(run, false, &mut out);
         let pending = pipeline.take_pending(0);
-        let work: Vec<(u32, bool)> =
-            pending[0].work.iter().map(|w| (w.attempts, w.interrupted)).collect();
-        assert_eq!(work, [(1, false)]);
+        assert_eq!(marks(&pending[0]), [(1, false)]);
     }
 
     /// A drain that fires while its session runs starts nothing: one run per session.
